@@ -1,0 +1,61 @@
+"""The project's exception types, one home for all of them.
+
+The inference core raises these; the API layer maps each class to an HTTP status in one place
+(`hydrodiag.api.errors`). Messages are meant for users: they name the offending field or file and
+never carry a stack trace or an internal path beyond the file the user asked for.
+"""
+
+from __future__ import annotations
+
+
+class HydrodiagError(Exception):
+    """Base class of every error hydrodiag raises on purpose."""
+
+
+class InvalidInputError(HydrodiagError):
+    """A request is malformed; `field` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class UnknownTopologyError(InvalidInputError):
+    def __init__(self, topology_id: str, field: str = "topology_id") -> None:
+        super().__init__(field, f"unknown topology '{topology_id}'")
+        self.topology_id = topology_id
+
+
+class TopologyError(HydrodiagError):
+    """A topology definition is inconsistent (dangling edge, duplicate id, unknown type...)."""
+
+
+class CheckpointError(HydrodiagError):
+    """A checkpoint file is missing, truncated, corrupt, foreign or does not fit the model."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"checkpoint '{path}': {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+class ModelNotLoadedError(HydrodiagError):
+    """No model is loaded (yet) to serve a request."""
+
+
+class QueueFullError(HydrodiagError):
+    """The batching queue is at max_queue_size; the caller should retry later."""
+
+    def __init__(self, max_queue_size: int, retry_after_s: float = 1.0) -> None:
+        super().__init__(f"inference queue is full ({max_queue_size} requests waiting); retry later")
+        self.max_queue_size = max_queue_size
+        self.retry_after_s = retry_after_s
+
+
+class EngineClosedError(HydrodiagError):
+    """The engine is shutting down and accepts no new requests."""
+
+
+class DatasetError(HydrodiagError):
+    """A training data set is missing or malformed."""

@@ -1,0 +1,1 @@
+"""Sensor series -> fixed windows; topology + windows -> graph tensors the model reads."""
