@@ -25,5 +25,44 @@ def serve(
     run_server(host=host, port=port, model_path=model_path)
 
 
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
+    out: Path = typer.Option(Path("models/default.ckpt"), "--out", help="Checkpoint file to write."),
+    epochs: int = typer.Option(60, min=1, help="Training epochs."),
+    seed: int = typer.Option(0, help="Seed for weights, shuffling and simulation."),
+    exclude: Path | None = typer.Option(None, "--exclude", help="File of cycle indices training never sees."),
+    simulated_windows: int = typer.Option(0, min=0, help="Simulated windows per excavator/press/crane."),
+    holdout_topology: str | None = typer.Option(None, help="Simulated topology kept out of training."),
+    model_version: str = typer.Option("1.0.0", help="Semantic version stored in the checkpoint."),
+    metrics: Path | None = typer.Option(None, help="Evaluation report JSON whose summary goes into the checkpoint."),
+    limit_cycles: int = typer.Option(0, min=0, help="Use only the first N UCI cycles (smoke runs)."),
+) -> None:
+    """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
+    from hydrodiag.cli_support import run_training
+
+    run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
+                 simulated_windows=simulated_windows, holdout_topology=holdout_topology,
+                 model_version=model_version, metrics=metrics, limit_cycles=limit_cycles)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
+    out: Path = typer.Option(Path("docs/evaluation"), "--out", help="Folder for REPORT.md, report.json, plots."),
+    epochs: int = typer.Option(60, min=1, help="Training epochs of every fold model."),
+    seed: int = typer.Option(0, help="Seed for folds, weights and simulation."),
+    simulated_windows: int = typer.Option(0, min=0, help="Simulated windows per training topology."),
+    holdout_topology: str | None = typer.Option(None, help="Simulated topology held out for the universality test."),
+    max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds of each split (smoke runs)."),
+    splits: str = typer.Option("shuffled_10fold,combination_heldout_5fold", help="Comma-separated splits."),
+) -> None:
+    """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
+    from hydrodiag.cli_support import run_evaluation
+
+    run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
+                   holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","))
+
+
 if __name__ == "__main__":
     app()

@@ -55,7 +55,7 @@ class ModelOutput:
 class TemporalEncoder(nn.Module):
     """Encodes each [channels, T] sensor window into one vector; learned over the time axis."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, window: int) -> None:
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv1d(SERIES_CHANNELS, channels, kernel_size=5, padding=2),
@@ -65,11 +65,16 @@ class TemporalEncoder(nn.Module):
             nn.Conv1d(channels, 2 * channels, kernel_size=3, padding=1, stride=2),
             nn.GELU(),
         )
-        self.project = nn.Sequential(nn.Linear(4 * channels + STAT_FEATURES, hidden), nn.GELU())
+        # Where in the window an event happens matters (a lagging valve shifts its pressure steps),
+        # so besides position-free pooling a linear map reads the whole downsampled time axis.
+        steps = self.convs(torch.zeros(1, SERIES_CHANNELS, window)).shape[2]
+        self.timing = nn.Linear(2 * channels * steps, hidden)
+        self.project = nn.Sequential(nn.Linear(4 * channels + hidden + STAT_FEATURES, hidden), nn.GELU())
 
     def forward(self, series: Tensor, stats: Tensor) -> Tensor:
         features = self.convs(series)
-        pooled = torch.cat([features.mean(dim=2), features.amax(dim=2), stats], dim=1)
+        timing = self.timing(features.flatten(1))
+        pooled = torch.cat([features.mean(dim=2), features.amax(dim=2), timing, stats], dim=1)
         return self.project(pooled)
 
 
@@ -86,7 +91,7 @@ class UniversalTemporalGNN(nn.Module):
         self.kind_embedding = nn.Embedding(2, h)
         self.component_type_embedding = nn.Embedding(cfg.num_component_types, h)
         self.quantity_embedding = nn.Embedding(cfg.num_quantities, h)
-        self.temporal = TemporalEncoder(cfg.temporal_channels, h)
+        self.temporal = TemporalEncoder(cfg.temporal_channels, h, cfg.window)
         self.convs = nn.ModuleList(
             GATv2Conv(h, h // cfg.heads, heads=cfg.heads, edge_dim=cfg.edge_features, add_self_loops=True,
                       dropout=0.0)

@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/uci_hydraulic_1hz
+
+.PHONY: setup run test lint train evaluate bench bench-smoke clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned first so pip takes the CPU build on this machine's disk, never a CUDA download.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/hydrodiag serve
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/hydrodiag
+
+# Full training of the shipped checkpoint (see docs/MODEL_CARD.md); minutes, not part of `make test`.
+train: setup
+	$(BIN)/hydrodiag train --data $(DATA) --out models/default.ckpt
+
+evaluate: setup
+	$(BIN)/hydrodiag evaluate --data $(DATA) --out docs/evaluation
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

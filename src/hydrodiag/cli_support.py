@@ -1,0 +1,90 @@
+"""What the CLI commands do beyond parsing: progress bars, file handling, console output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from hydrodiag.model.checkpoint import save_checkpoint
+from hydrodiag.training.datasets.uci import load_uci
+from hydrodiag.training.recipe import Recipe, read_exclude_file, train_checkpoint
+from hydrodiag.training.train import ProgressCallback, TrainConfig
+
+console = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+def epoch_callback(progress: Progress, description: str, epochs: int) -> ProgressCallback:
+    task = progress.add_task(description, total=epochs, status="")
+
+    def update(epoch: int, total: int, loss: float) -> None:
+        progress.update(task, completed=epoch, status=f"loss {loss:.4f}")
+
+    return update
+
+
+def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path | None, simulated_windows: int,
+                 holdout_topology: str | None, model_version: str, metrics: Path | None, limit_cycles: int) -> None:
+    uci = load_uci(data)
+    excluded = read_exclude_file(exclude) if exclude else set()
+    cycles = np.array([i for i in range(uci.num_cycles) if i not in excluded], dtype=np.int64)
+    if limit_cycles:
+        cycles = cycles[:limit_cycles]
+    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed), simulated_windows=simulated_windows,
+                    holdout_topology=holdout_topology)
+    with progress_bar() as progress:
+        checkpoint = train_checkpoint(recipe, uci, cycles, model_version, data_label=Path(data).name,
+                                      excluded=len(excluded), progress=epoch_callback(progress, "training", epochs))
+    if metrics:
+        checkpoint.metrics = json.loads(Path(metrics).read_text(encoding="utf-8")).get("summary", {})
+    save_checkpoint(checkpoint, out)
+    console.print(f"wrote {out} (model version {model_version}, {checkpoint.model.num_parameters()} parameters, "
+                  f"{checkpoint.training['duration_s']} s)")
+
+
+def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
+                   holdout_topology: str | None, max_folds: int | None, splits: list[str]) -> None:
+    import platform
+    import sys
+
+    import torch
+
+    from hydrodiag.training.evaluate import EvaluationConfig, evaluate_split, evaluate_universality, summarise
+    from hydrodiag.training.report import write_report
+    from hydrodiag.training.train import Stopwatch
+
+    watch = Stopwatch()
+    uci = load_uci(data)
+    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed), simulated_windows=simulated_windows,
+                    holdout_topology=holdout_topology)
+    config = EvaluationConfig(recipe=recipe, max_folds=max_folds)
+    results = {}
+    with progress_bar() as progress:
+        def fold_progress(split: str, fold: int, folds: int) -> ProgressCallback:
+            return epoch_callback(progress, f"{split} fold {fold + 1}/{folds}", epochs)
+
+        for split in splits:
+            results[split] = evaluate_split(config, uci, split, fold_progress)
+        universality = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs)) \
+            if holdout_topology and simulated_windows else None
+    report = {
+        "command": "hydrodiag evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "hydrodiag evaluate",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
+        "duration_s": watch.seconds(),
+        "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
+                              "holdout_topology": holdout_topology}, "max_folds": max_folds},
+        "splits": results,
+        "universality": universality,
+        "summary": summarise(results, universality),
+    }
+    for path in write_report(report, out):
+        console.print(f"wrote {path}")
+    console.print_json(data=report["summary"])

@@ -1,0 +1,1 @@
+"""Data sets turned into labelled graphs."""

@@ -1,0 +1,116 @@
+"""How a checkpoint is made: which data go in, how they are normalised, what provenance is kept.
+
+`hydrodiag train` and `hydrodiag evaluate` both build their training sets here, so a fold model
+in the evaluation report is trained exactly like the shipped checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch_geometric.data import Data
+
+from hydrodiag.features.window import NormStats
+from hydrodiag.model.checkpoint import Checkpoint
+from hydrodiag.topology.templates import TopologyRegistry
+from hydrodiag.training.datasets.uci import UciData, uci_graphs, uci_norm_values
+from hydrodiag.training.train import ProgressCallback, Stopwatch, TrainConfig, fit
+
+SIMULATED_TOPOLOGIES: tuple[str, ...] = ("excavator", "press", "crane")
+
+
+@dataclass
+class Recipe:
+    """Everything that decides what a model learns from."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    simulated_windows: int = 0  # per simulated topology; 0 = UCI only
+    simulated_topologies: tuple[str, ...] = SIMULATED_TOPOLOGIES
+    holdout_topology: str | None = None  # a simulated topology kept out of training
+
+    def training_topologies(self) -> list[str]:
+        return [t for t in self.simulated_topologies if t != self.holdout_topology]
+
+
+def read_exclude_file(path: Path) -> set[int]:
+    """Cycle indices (0-based, one per line; blank lines and # comments ignored)."""
+    indices = set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if not text.isdigit():
+            raise ValueError(f"{path}:{number}: '{text}' is not a cycle index")
+        indices.add(int(text))
+    return indices
+
+
+def simulated_batches(recipe: Recipe, seed: int, topologies: list[str] | None = None) -> list[tuple[object, object]]:
+    """(topology, SimulatedBatch) pairs for the recipe's simulated training data."""
+    if recipe.simulated_windows <= 0:
+        return []
+    from hydrodiag.training.simulator import simulate
+
+    registry = TopologyRegistry()
+    pairs = []
+    for offset, topology_id in enumerate(topologies or recipe.training_topologies()):
+        topology = registry.get(topology_id)
+        pairs.append((topology, simulate(topology, recipe.simulated_windows, seed=seed * 1000 + offset)))
+    return pairs
+
+
+def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) -> tuple[list[Data], NormStats]:
+    """Labelled graphs of UCI `cycles` plus the recipe's simulated windows, and their normalisation."""
+    from hydrodiag.training.datasets.simulated import simulated_graphs, simulated_norm_values
+
+    values: dict[str, list[np.ndarray]] = {}
+    if uci is not None and len(cycles):
+        for quantity, arrays in uci_norm_values(uci, cycles).items():
+            values.setdefault(quantity, []).extend(arrays)
+    sims = simulated_batches(recipe, recipe.train.seed)
+    for topology, batch in sims:
+        for quantity, arrays in simulated_norm_values(batch, topology).items():  # type: ignore[arg-type]
+            values.setdefault(quantity, []).extend(arrays)
+    norm = NormStats.fit(values)
+    window = recipe.train.model.window
+    graphs: list[Data] = []
+    if uci is not None and len(cycles):
+        graphs += uci_graphs(uci, cycles, norm, window)
+    for topology, batch in sims:
+        graphs += simulated_graphs(batch, topology, norm, window)  # type: ignore[arg-type]
+    return graphs, norm
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def train_checkpoint(recipe: Recipe, uci: UciData | None, cycles: np.ndarray, model_version: str,
+                     data_label: str, excluded: int = 0, progress: ProgressCallback | None = None) -> Checkpoint:
+    watch = Stopwatch()
+    graphs, norm = build_training_set(recipe, uci, cycles)
+    model = fit(graphs, recipe.train, progress)
+    training = {
+        "data": data_label,
+        "uci_cycles": len(cycles),
+        "excluded_cycles": excluded,
+        "simulated_windows_per_topology": recipe.simulated_windows,
+        "simulated_topologies": recipe.training_topologies() if recipe.simulated_windows else [],
+        "holdout_topology": recipe.holdout_topology,
+        "graphs": len(graphs),
+        "config": recipe.train.to_dict(),
+        "seed": recipe.train.seed,
+        "duration_s": round(watch.seconds(), 1),
+        "git_commit": git_commit(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    return Checkpoint(model=model, norm=norm, model_version=model_version, training=training)
