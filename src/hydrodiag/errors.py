@@ -59,3 +59,7 @@ class EngineClosedError(HydrodiagError):
 
 class DatasetError(HydrodiagError):
     """A training data set is missing or malformed."""
+
+
+class DeviceUnavailableError(HydrodiagError):
+    """The configured device (e.g. DEVICE=cuda) does not exist on this machine."""

@@ -1,0 +1,339 @@
+"""InferenceEngine: request -> graph -> dynamically batched forward pass -> response.
+
+The engine holds a reference to the model it serves; `swap_model` loads and warms another
+checkpoint and replaces that reference in one assignment, so a request is always answered by one
+model from start to end (its graph is built for that model's window and normalisation, and the
+forward pass groups graphs by the model they were built for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch_geometric.data import Batch
+
+from hydrodiag.errors import InvalidInputError, ModelNotLoadedError
+from hydrodiag.inference.batcher import DynamicBatcher, LatencyTracker
+from hydrodiag.inference.manager import ModelManager, ServedModel, resolve_device
+from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response, split_output
+from hydrodiag.inference.preprocess import InputLimits, PreparedGraph, Preprocessor
+from hydrodiag.inference.schemas import BatchPredictionResponse, PredictionRequest, PredictionResponse
+from hydrodiag.inference.trend import TrendPolicy, estimate_degradation
+from hydrodiag.settings import DEFAULT_MODEL_PATH, Settings, get_settings
+from hydrodiag.store.history import HistoryStore, InMemoryHistoryStore
+from hydrodiag.taxonomy import ANOMALY_TYPES
+from hydrodiag.topology.schema import Topology
+from hydrodiag.topology.templates import TopologyRegistry
+
+logger = logging.getLogger(__name__)
+
+# Requests with more raw values than this are preprocessed on a worker thread: parsing and
+# resampling them takes long enough to stall every other connection on the event loop, while for
+# a typical window the thread hand-off would cost more than the work.
+INLINE_PREPROCESS_MAX_VALUES = 20_000
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    model_path: Path = DEFAULT_MODEL_PATH
+    device: str = "auto"
+    batch_size: int = 32
+    max_queue_size: int = 256
+    max_wait_ms: float = 2.0
+    use_dynamic_batching: bool = True
+    pin_memory: bool = True
+    use_compile: bool = False
+    compile_mode: str = "reduce-overhead"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_path", Path(self.model_path))
+        if self.batch_size < 1 or self.max_queue_size < 1 or self.max_wait_ms < 0:
+            raise ValueError("batch_size and max_queue_size must be >= 1 and max_wait_ms >= 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> InferenceConfig:
+        config = cls(
+            model_path=settings.model_path, device=settings.device, batch_size=settings.batch_size,
+            max_queue_size=settings.max_queue_size, max_wait_ms=settings.max_wait_ms,
+            use_dynamic_batching=settings.use_dynamic_batching, pin_memory=settings.pin_memory,
+            use_compile=settings.use_compile, compile_mode=settings.compile_mode,
+        )
+        return replace(config, **overrides)
+
+
+@dataclass
+class _Counters:
+    predictions: int = 0
+    invalid: int = 0
+    failed: int = 0
+    forward_passes: int = 0
+    forward_graphs: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class InferenceEngine:
+    def __init__(
+        self,
+        config: InferenceConfig | None = None,
+        *,
+        settings: Settings | None = None,
+        manager: ModelManager | None = None,
+        registry: TopologyRegistry | None = None,
+        history: HistoryStore | None = None,
+        auto_start: bool = True,
+    ) -> None:
+        """`auto_start`: the first prediction loads the model if nobody called `start()`; a server
+        turns it off so that requests during start-up get ModelNotLoadedError (503) instead of waiting."""
+        self.settings = settings or get_settings()
+        self.config = config or InferenceConfig.from_settings(self.settings)
+        self.manager = manager or ModelManager.instance()
+        self.registry = registry or TopologyRegistry()
+        self.history: HistoryStore = history or InMemoryHistoryStore(
+            self.settings.history_max_points, self.settings.history_max_equipment
+        )
+        self.auto_start = auto_start
+        self.policy = DiagnosisPolicy.from_settings(self.settings)
+        self.trend_policy = TrendPolicy(
+            min_points=self.settings.trend_min_points,
+            min_span_hours=self.settings.trend_min_span_hours,
+            critical_threshold=self.policy.critical_threshold,
+        )
+        self.preprocessor = Preprocessor(
+            self.registry, InputLimits(self.settings.max_series_length, self.settings.max_sensors)
+        )
+        self._batcher: DynamicBatcher[PreparedGraph, GraphOutput] = DynamicBatcher(
+            self._forward,
+            batch_size=self.config.batch_size,
+            max_queue_size=self.config.max_queue_size,
+            max_wait_ms=self.config.max_wait_ms,
+            merge_submissions=self.config.use_dynamic_batching,
+        )
+        self._served: ServedModel | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._counters = _Counters()
+        self._latency = LatencyTracker()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> ServedModel | None:
+        return self._served
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._served is not None
+
+    def load(self, model_path: str | os.PathLike[str] | None = None) -> ServedModel:
+        """Load (or fetch from the manager's cache) and warm up a checkpoint; make it the served one."""
+        path = Path(model_path) if model_path is not None else self.config.model_path
+        served = self.manager.load_model(path, device=self.config.device, use_compile=self.config.use_compile,
+                                         compile_mode=self.config.compile_mode)
+        if served.warmup_time_s is None:
+            self.manager.warmup(path, batch_size=self.config.batch_size)
+        self._served = served  # one reference assignment: requests see the old or the new model, whole
+        return served
+
+    async def start(self) -> None:
+        """Load the configured model without blocking the event loop (idempotent)."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._served is None:
+                await asyncio.to_thread(self.load)
+
+    async def swap_model(self, model_path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Serve another checkpoint from now on; in-flight requests finish on the model they started with."""
+        served = await asyncio.to_thread(self.load, model_path)
+        logger.info("now serving %s (version %s)", served.path, served.model_version)
+        return served.info()
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+    async def _current_model(self) -> ServedModel:
+        served = self._served
+        if served is None:
+            if not self.auto_start:
+                raise ModelNotLoadedError("the model is not loaded yet; retry shortly")
+            await self.start()
+            served = self._served
+            assert served is not None
+        return served
+
+    # -- prediction ------------------------------------------------------------------------------
+
+    async def predict(
+        self, request: PredictionRequest, topology: Topology | None = None, *, request_id: str | None = None
+    ) -> PredictionResponse:
+        """One prediction. `topology` is the default for a request that names none."""
+        started = time.perf_counter()
+        served = await self._current_model()
+        prepared = await self._prepare([request], served, topology, batch=False)
+        [output] = await self._batcher.submit_many(prepared)
+        return self._respond(request, prepared[0], output, started, request_id)
+
+    async def predict_batch(
+        self, requests: Sequence[PredictionRequest], topology: Topology | None = None, *,
+        request_id: str | None = None,
+    ) -> BatchPredictionResponse:
+        """Several predictions in as few forward passes as the batch size allows; all or nothing:
+        one invalid item fails the call with an error naming `requests[i]`."""
+        started = time.perf_counter()
+        if not requests:
+            raise InvalidInputError("requests", "at least one request is required")
+        if len(requests) > self.settings.max_batch_items:
+            self._counters.invalid += 1
+            raise InvalidInputError(
+                "requests", f"has {len(requests)} items; the limit is {self.settings.max_batch_items}"
+            )
+        served = await self._current_model()
+        prepared = await self._prepare(list(requests), served, topology, batch=True)
+        outputs: list[GraphOutput] = []
+        # A batch larger than the queue could never be admitted whole; it goes in queue-sized parts.
+        step = self.config.max_queue_size
+        for offset in range(0, len(prepared), step):
+            outputs += await self._batcher.submit_many(prepared[offset : offset + step])
+        predictions = [
+            self._respond(req, prep, out, started, None if request_id is None else f"{request_id}:{i}")
+            for i, (req, prep, out) in enumerate(zip(requests, prepared, outputs, strict=True))
+        ]
+        return BatchPredictionResponse(
+            predictions=predictions,
+            total_count=len(predictions),
+            total_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
+            request_id=request_id,
+        )
+
+    async def _prepare(
+        self, requests: list[PredictionRequest], served: ServedModel, topology: Topology | None, batch: bool
+    ) -> list[PreparedGraph]:
+        def run() -> list[PreparedGraph]:
+            prepare = self.preprocessor.prepare
+            return [
+                prepare(req, served.checkpoint, topology, f"requests[{i}]." if batch else "")
+                for i, req in enumerate(requests)
+            ]
+
+        values = sum(len(series) for req in requests for series in req.sensor_data.values())
+        try:
+            return await asyncio.to_thread(run) if values > INLINE_PREPROCESS_MAX_VALUES else run()
+        except InvalidInputError:
+            self._counters.invalid += 1
+            raise
+
+    def _forward(self, items: list[PreparedGraph]) -> list[GraphOutput]:
+        """Runs on the batcher's thread. Graphs built for different checkpoints (only around a swap)
+        go through their own model in separate passes."""
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(id(item.checkpoint), []).append(i)
+        results: list[GraphOutput | None] = [None] * len(items)
+        for indices in groups.values():
+            served = self._model_for(items[indices[0]])
+            try:
+                outputs = self._run_pass(served, [items[i] for i in indices])
+            except Exception:
+                self._counters.failed += len(indices)
+                logger.exception("forward pass over %d graphs failed", len(indices))
+                raise
+            for i, output in zip(indices, outputs, strict=True):
+                results[i] = output
+        return [r for r in results if r is not None]
+
+    def _model_for(self, item: PreparedGraph) -> ServedModel:
+        served = self._served
+        if served is not None and served.checkpoint is item.checkpoint:
+            return served
+        # Built for a model swapped out meanwhile: still cached by the manager in all normal cases.
+        assert item.checkpoint.path is not None
+        config = self.config
+        return self.manager.load_model(item.checkpoint.path, device=config.device,
+                                       use_compile=config.use_compile, compile_mode=config.compile_mode)
+
+    def _run_pass(self, served: ServedModel, items: list[PreparedGraph]) -> list[GraphOutput]:
+        batch = Batch.from_data_list([item.graph for item in items])
+        if served.device.type == "cuda":
+            if self.config.pin_memory:
+                batch = batch.pin_memory()
+            batch = batch.to(served.device, non_blocking=True)
+        with torch.inference_mode():
+            output = served(batch)
+            outputs = split_output(output, len(items), served.model_version)
+        self._counters.forward_passes += 1
+        self._counters.forward_graphs += len(items)
+        return outputs
+
+    def _respond(
+        self, request: PredictionRequest, prepared: PreparedGraph, output: GraphOutput, started: float,
+        request_id: str | None,
+    ) -> PredictionResponse:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        layout = prepared.layout
+        self.history.append(
+            request.equipment_id, request.timestamp, output.model_version, output.system_health,
+            {cid: float(h) for cid, h in zip(layout.component_ids, output.component_health, strict=True)},
+            {name: p for name, p in zip(ANOMALY_TYPES, output.system_probabilities.tolist(), strict=True)},
+            elapsed_ms,
+        )
+        history = [
+            (point.timestamp, point.system_health)
+            for point in self.history.recent(request.equipment_id, self.settings.history_max_points)
+            if point.model_version == output.model_version
+        ]
+        degradation = estimate_degradation(history, output.system_health, self.trend_policy)
+        response = build_response(
+            equipment_id=request.equipment_id, timestamp=request.timestamp, topology_id=prepared.topology_id,
+            component_ids=layout.component_ids, component_types=layout.component_types, output=output,
+            degradation=degradation, inference_time_ms=elapsed_ms, request_id=request_id, policy=self.policy,
+        )
+        self._counters.predictions += 1
+        self._latency.add(elapsed_ms)
+        return response
+
+    # -- monitoring ------------------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        served = self._served
+        batcher = self._batcher.stats()
+        counters = self._counters
+        passes = counters.forward_passes
+        return {
+            "model_path": str(served.path if served else self.config.model_path),
+            "device": str(served.device) if served else self._configured_device(),
+            "batch_size": self.config.batch_size,
+            "model_device": str(next(served.module.parameters()).device) if served else None,
+            "model_parameters": served.num_parameters() if served else None,
+            "queue_size": batcher["queue_size"],
+            "processing": batcher["processing"],
+            "model_loaded": served is not None,
+            "model_version": served.model_version if served else None,
+            "model_metrics": served.checkpoint.metrics if served else None,
+            "compiled": served.compiled if served else None,
+            "requests": counters.predictions,
+            "batches": passes,
+            "mean_batch_size": round(counters.forward_graphs / passes, 3) if passes else None,
+            "max_batch_size_seen": batcher["max_batch_size_seen"],
+            "rejected_queue_full": batcher["rejected"],
+            "invalid_requests": counters.invalid,
+            "failed_predictions": counters.failed,
+            "latency_ms": self._latency.summary(),
+            "forward_ms": batcher["pass_ms"],
+            "max_queue_size": self.config.max_queue_size,
+            "max_wait_ms": self.config.max_wait_ms,
+            "dynamic_batching": self.config.use_dynamic_batching,
+            "uptime_s": round(time.monotonic() - counters.started_at, 3),
+        }
+
+    def _configured_device(self) -> str:
+        try:
+            return str(resolve_device(self.config.device))
+        except Exception:  # stats must answer even when the configured device is unusable
+            return self.config.device

@@ -1,0 +1,85 @@
+"""Degradation rate and time to failure from a machine's own recent health history.
+
+The rate is the least-squares slope of system health against time (health lost per hour) over the
+history points of the serving model version, this prediction included. Health from another model
+version is left out: a retrained model may score the same machine differently, and mixing the two
+would show a step as a trend. Too little history gives no number at all, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from hydrodiag.inference.schemas import DegradationInfo
+
+# A slope within this many standard errors of zero is indistinguishable from the model's scatter
+# between windows; calling it a trend would announce failures out of noise.
+SIGNIFICANCE_T = 2.0
+
+
+@dataclass(frozen=True)
+class TrendPolicy:
+    min_points: int
+    min_span_hours: float
+    critical_threshold: float
+
+
+def estimate_degradation(
+    points: Sequence[tuple[datetime, float]], current_health: float, policy: TrendPolicy
+) -> DegradationInfo:
+    """`points` are (timestamp, system health) pairs, the current prediction included."""
+    n = len(points)
+    hours = _hours_since_first(points)
+    span = max(hours) - min(hours) if hours else 0.0
+    if n < policy.min_points:
+        return _insufficient(n, span, f"insufficient history: {n} of {policy.min_points} points")
+    if span < policy.min_span_hours:
+        required = policy.min_span_hours
+        message = f"insufficient history: points span {span:.3g} h of the required {required:g} h"
+        return _insufficient(n, span, message)
+
+    slope, stderr = _least_squares_slope(hours, [health for _, health in points])
+    rate = 0.0 - slope  # not -slope: a flat history should read 0.0, not -0.0
+    significant = n == 2 or abs(slope) > SIGNIFICANCE_T * stderr
+    if significant and rate > 0:
+        margin = current_health - policy.critical_threshold
+        ttf = 0.0 if margin <= 0 else margin / rate
+        return DegradationInfo(rate=rate, time_to_failure_hours=ttf, trend_status="degrading",
+                               points_used=n, span_hours=span, message=None)
+    if significant and rate < 0:
+        return DegradationInfo(rate=rate, time_to_failure_hours=None, trend_status="improving",
+                               points_used=n, span_hours=span, message=None)
+    return DegradationInfo(
+        rate=rate, time_to_failure_hours=None, trend_status="stable", points_used=n, span_hours=span,
+        message=None if rate == 0 else "no significant trend: the slope is within the scatter of the history",
+    )
+
+
+def _insufficient(n: int, span: float, message: str) -> DegradationInfo:
+    return DegradationInfo(rate=None, time_to_failure_hours=None, trend_status="insufficient_history",
+                           points_used=n, span_hours=span, message=message)
+
+
+def _hours_since_first(points: Sequence[tuple[datetime, float]]) -> list[float]:
+    if not points:
+        return []
+    origin = min(ts for ts, _ in points)
+    return [(ts - origin).total_seconds() / 3600.0 for ts, _ in points]
+
+
+def _least_squares_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Slope of y on x and its standard error (0 for two points or an exact fit)."""
+    n = len(x)
+    mean_x = math.fsum(x) / n
+    mean_y = math.fsum(y) / n
+    sxx = math.fsum((xi - mean_x) ** 2 for xi in x)
+    if sxx == 0.0:
+        return 0.0, 0.0
+    slope = math.fsum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y, strict=True)) / sxx
+    if n <= 2:
+        return slope, 0.0
+    residual = math.fsum((yi - mean_y - slope * (xi - mean_x)) ** 2 for xi, yi in zip(x, y, strict=True))
+    return slope, math.sqrt(residual / (n - 2) / sxx)
