@@ -1,0 +1,74 @@
+"""Process entry point: validate configuration, then serve the app with uvicorn.
+
+Configuration problems that would otherwise surface later (a bad variable, a missing or foreign
+checkpoint, a device that does not exist) stop the process at once with one readable line on
+stderr and exit status 2, before any heavy start-up work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from hydrodiag.settings import Settings, SettingsError, load_settings
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"hydrodiag: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def validated_settings(
+    host: str | None = None, port: int | None = None, model_path: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Settings from the environment with command-line overrides, checked enough to serve."""
+    overrides = {"api_host": host, "api_port": port, "model_path": Path(model_path) if model_path else None}
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        _fail(str(exc))
+    # Imported only now: torch takes seconds to import, and a typo in a variable should not wait.
+    from hydrodiag.errors import CheckpointError, DeviceUnavailableError
+    from hydrodiag.inference.manager import resolve_device
+    from hydrodiag.model.checkpoint import read_metadata
+
+    try:
+        read_metadata(settings.model_path)
+        resolve_device(settings.device)
+    except CheckpointError as exc:
+        _fail(f"MODEL_PATH: {exc}")
+    except DeviceUnavailableError as exc:
+        _fail(f"DEVICE: {exc}")
+    return settings
+
+
+def run_server(
+    host: str | None = None, port: int | None = None, model_path: str | os.PathLike[str] | None = None
+) -> None:
+    settings = validated_settings(host, port, model_path)
+
+    import torch
+    import uvicorn
+
+    from hydrodiag.api.app import create_app
+    from hydrodiag.api.logconfig import configure_logging, logging_config
+
+    configure_logging(settings.log_level)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    httptools = importlib.util.find_spec("httptools") is not None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        loop="uvloop" if uvloop else "asyncio",
+        http="httptools" if httptools else "h11",
+        log_config=logging_config(settings.log_level),
+        timeout_graceful_shutdown=30,
+    )
