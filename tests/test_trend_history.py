@@ -1,0 +1,97 @@
+"""Degradation trend and history store on exact numbers (no model involved)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hydrodiag.inference.trend import TrendPolicy, estimate_degradation
+from hydrodiag.store import HistoryStore, InMemoryHistoryStore
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+POLICY = TrendPolicy(min_points=3, min_span_hours=0.5, critical_threshold=0.3)
+
+
+def series(*healths: float, step_hours: float = 1.0) -> list[tuple[datetime, float]]:
+    return [(START + timedelta(hours=step_hours * i), h) for i, h in enumerate(healths)]
+
+
+def test_too_few_points_gives_no_number() -> None:
+    trend = estimate_degradation(series(0.9, 0.8), 0.8, POLICY)
+    assert trend.rate is None and trend.time_to_failure_hours is None
+    assert trend.trend_status == "insufficient_history"
+    assert trend.message == "insufficient history: 2 of 3 points"
+
+
+def test_too_short_a_span_gives_no_number() -> None:
+    trend = estimate_degradation(series(0.9, 0.8, 0.7, step_hours=0.1), 0.7, POLICY)
+    assert trend.rate is None and "span" in (trend.message or "")
+
+
+def test_linear_decline() -> None:
+    trend = estimate_degradation(series(0.9, 0.8, 0.7, 0.6), 0.6, POLICY)
+    assert trend.trend_status == "degrading"
+    assert trend.rate == pytest.approx(0.1)
+    assert trend.time_to_failure_hours == pytest.approx((0.6 - 0.3) / 0.1)
+    assert trend.points_used == 4 and trend.span_hours == pytest.approx(3.0)
+
+
+def test_already_below_critical_fails_now() -> None:
+    trend = estimate_degradation(series(0.4, 0.3, 0.2), 0.2, POLICY)
+    assert trend.trend_status == "degrading" and trend.time_to_failure_hours == 0.0
+
+
+def test_improving_and_flat_have_no_time_to_failure() -> None:
+    improving = estimate_degradation(series(0.5, 0.6, 0.7), 0.7, POLICY)
+    assert improving.trend_status == "improving" and improving.rate == pytest.approx(-0.1)
+    assert improving.time_to_failure_hours is None
+    flat = estimate_degradation(series(0.8, 0.8, 0.8), 0.8, POLICY)
+    assert flat.trend_status == "stable" and flat.rate == 0.0 and flat.time_to_failure_hours is None
+
+
+def test_noise_is_not_a_trend() -> None:
+    trend = estimate_degradation(series(0.80, 0.90, 0.70, 0.88, 0.79), 0.79, POLICY)
+    assert trend.trend_status == "stable" and trend.time_to_failure_hours is None
+    assert trend.rate is not None  # the fitted number is still reported
+
+
+def test_out_of_order_timestamps() -> None:
+    points = series(0.9, 0.8, 0.7)
+    trend = estimate_degradation([points[2], points[0], points[1]], 0.7, POLICY)
+    assert trend.rate == pytest.approx(0.1)
+
+
+def _add(store: InMemoryHistoryStore, equipment: str, hours: float, health: float) -> None:
+    store.append(equipment, START + timedelta(hours=hours), "1.0.0", health, {"pump": health}, {}, 1.0)
+
+
+def test_store_is_bounded_per_equipment_and_overall() -> None:
+    store = InMemoryHistoryStore(max_points=3, max_equipment=2)
+    assert isinstance(store, HistoryStore)
+    for i in range(5):
+        _add(store, "a", i, 1.0 - 0.1 * i)
+    assert [p.system_health for p in store.recent("a")] == pytest.approx([0.8, 0.7, 0.6])
+    assert [p.system_health for p in store.recent("a", limit=2)] == pytest.approx([0.7, 0.6])
+    _add(store, "b", 0, 0.5)
+    _add(store, "a", 6, 0.5)  # a is now more recent than b
+    _add(store, "c", 0, 0.5)  # evicts b
+    assert store.equipment_ids() == ["a", "c"]
+    assert store.recent("b") == [] and len(store) == 2
+
+
+def test_store_under_threads() -> None:
+    store = InMemoryHistoryStore(max_points=1000, max_equipment=100)
+
+    def writer(worker: int) -> None:
+        for i in range(200):
+            _add(store, f"eq{worker % 4}", i, 0.5)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(store.equipment_ids()) == ["eq0", "eq1", "eq2", "eq3"]
+    assert all(len(store.recent(f"eq{i}")) == 400 for i in range(4))
