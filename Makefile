@@ -33,5 +33,14 @@ train: setup
 evaluate: setup
 	$(BIN)/hydrodiag evaluate --data $(DATA) --out docs/evaluation
 
+# Benchmark against plain FastAPI and LitServe (docs/BENCHMARKS.md); under 10 minutes, loopback only.
+# The first run also builds the competitors' environments under bench/.envs/ (a few minutes).
+bench: setup
+	$(BIN)/python -m bench.run --data $(DATA) $(BENCH_ARGS)
+
+# Seconds-long harness check for CI: one level, no competitors, writes bench/results/tmp/smoke.json only.
+bench-smoke: setup
+	$(BIN)/python -m bench.run --smoke --data $(DATA) --out-json bench/results/tmp/smoke.json $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,210 @@
+"""The end-to-end HTTP measurements of one running server (the same for every server under test)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import run_open_loop, run_wrk
+from bench.servers import Server, get_json, post_json
+
+
+@dataclass(frozen=True)
+class HttpPlan:
+    levels: tuple[int, ...] = (1, 4, 16, 64)
+    secondary_levels: tuple[int, ...] = (1, 16)  # for payloads other than the first
+    duration_s: float = 8.0
+    warmup_s: float = 3.0
+    open_loop_s: float = 8.0
+    batch_duration_s: float = 5.0
+    client_cpu: str | None = None
+    open_loop_fraction: float = 0.5
+
+
+def saturation(levels: dict[str, Any]) -> float:
+    return max((run["ok_rps"] for run in levels.values()), default=0.0)
+
+
+def check_answer(server: Server, single_bodies: Path, path: str = "/predict") -> dict[str, Any]:
+    """POST one body and check the answer is a 200 with a health score (the servers really infer)."""
+    body = single_bodies.read_bytes().splitlines()[0]
+    status, answer = post_json(server.url + path, body)
+    ok = status == 200 and isinstance(answer, dict) and "health" in answer
+    return {
+        "status": status,
+        "ok": ok,
+        "health_score": answer.get("health", {}).get("score") if ok else None,
+        "response_bytes": len(json.dumps(answer)) if ok else None,
+        "error": None if ok else str(answer)[:300],
+    }
+
+
+def measure(
+    server: Server,
+    payloads: dict[str, dict[str, Path]],
+    plan: HttpPlan,
+    open_loop_rate: float | None,
+    with_batch: bool,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Closed-loop levels per payload, open loop at a fixed rate, optional batch-of-32 endpoint."""
+    result: dict[str, Any] = {
+        "startup_s": round(server.startup_s or 0.0, 3),
+        "memory_ready": server.memory(),
+        "payloads": {},
+    }
+    first = next(iter(payloads))
+    result["check"] = check_answer(server, payloads[first]["single"])
+    if not result["check"]["ok"]:
+        raise RuntimeError(f"{server.spec.name} answered {result['check']} to a valid request")
+    run_wrk(server.url, payloads[first]["single"], "/predict", 16, plan.warmup_s, cpu=plan.client_cpu)
+    for name, files in payloads.items():
+        levels = plan.levels if name == first else plan.secondary_levels
+        runs: dict[str, Any] = {}
+        for connections in levels:
+            run = run_wrk(
+                server.url, files["single"], "/predict", connections, plan.duration_s, cpu=plan.client_cpu
+            )
+            runs[str(connections)] = run
+            log(
+                f"  {server.spec.name:<14} {name:<17} c={connections:<3} {run['ok_rps']:>8.1f} req/s  "
+                f"p50 {run['latency_ms']['p50']:>7.2f}  p99 {run['latency_ms']['p99']:>8.2f} ms"
+                + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else "")
+            )
+        result["payloads"][name] = {"levels": runs, "saturation_rps": saturation(runs)}
+    result["memory_after_load"] = server.memory()
+    if with_batch:
+        run = run_wrk(
+            server.url,
+            payloads[first]["batch"],
+            "/predict/batch",
+            1,
+            plan.batch_duration_s,
+            cpu=plan.client_cpu,
+            request_timeout_s=30,
+        )
+        result["batch32"] = run
+        log(
+            f"  {server.spec.name:<14} POST /predict/batch x32 c=1: p50 {run['latency_ms']['p50']:.2f} ms, "
+            f"{run['ok_rps'] * 32:.0f} predictions/s"
+        )
+    rate = open_loop_rate or plan.open_loop_fraction * result["payloads"][first]["saturation_rps"]
+    if rate > 0:
+        run = run_open_loop(
+            server.url, payloads[first]["single"], "/predict", rate, plan.open_loop_s, cpu=plan.client_cpu
+        )
+        result["open_loop"] = run
+        log(
+            f"  {server.spec.name:<14} open loop {rate:.0f} req/s offered: {run['achieved_rps']:.0f} done, "
+            f"p50 {run['latency_ms']['p50']:.2f}  p99 {run['latency_ms']['p99']:.2f} ms, "
+            f"failed {run['failed']}"
+        )
+    return result
+
+
+def hydrodiag_stats(server: Server) -> dict[str, Any] | None:
+    stats = get_json(server.url + "/stats")
+    return stats if isinstance(stats, dict) else None
+
+
+def profile_safely(server: Server, single_bodies: Path, plan: HttpPlan, out_dir: Path) -> dict[str, Any]:
+    """`profile`, whose failure is reported in the results instead of failing the run."""
+    try:
+        return profile(server, single_bodies, plan, out_dir)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def profile(
+    server: Server,
+    single_bodies: Path,
+    plan: HttpPlan,
+    out_dir: Path,
+    seconds: float = 10.0,
+    connections: int = 16,
+) -> dict[str, Any]:
+    """py-spy record of the server under `connections` clients (after the measurements: it perturbs them).
+
+    Writes collapsed stacks (flamegraph.pl / speedscope input) and returns the top frames.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / f"{server.spec.name}-c{connections}.pyspy.txt"
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy_bin).exists():
+        return {"error": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+    command = [
+        spy_bin,
+        "record",
+        "--pid",
+        str(server.pid),
+        "--duration",
+        str(round(seconds)),
+        "--rate",
+        "200",
+        "--threads",
+        "--subprocesses",
+        "--format",
+        "raw",
+        "-o",
+        str(raw),
+    ]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    try:
+        run = run_wrk(server.url, single_bodies, "/predict", connections, seconds - 2, cpu=plan.client_cpu)
+    finally:
+        try:
+            spy.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+    return {
+        "collapsed_stacks": str(raw),
+        "under_profiler_rps": run["ok_rps"],
+        "connections": connections,
+        "top": top_frames(raw) if raw.exists() else {},
+    }
+
+
+def _frame(raw: str) -> str:
+    """'func (pkg/module.py:123)' -> 'func (pkg/module.py)'."""
+    name, _, where = raw.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+
+def top_frames(collapsed: Path, limit: int = 30) -> dict[str, Any]:
+    """On-CPU sample shares: per thread, per function as leaf (`self`) and anywhere on the stack."""
+    threads: dict[str, int] = {}
+    self_count: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        parts = stack.split(";")
+        thread = next((p.partition(": ")[2] or p for p in parts if p.startswith("thread (")), "?")
+        threads[thread] = threads.get(thread, 0) + count
+        frames = [_frame(p) for p in parts if not p.startswith(("process ", "thread ("))]
+        if frames:
+            self_count[frames[-1]] = self_count.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+
+    def share(table: dict[str, int], n: int = limit) -> list[tuple[str, float]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:n]
+        return [(name, round(100.0 * c / max(total, 1), 1)) for name, c in ranked]
+
+    return {
+        "samples": total,
+        "threads_pct": share(threads, 10),
+        "self_pct": share(self_count),
+        "inclusive_pct": share(inclusive, 2 * limit),
+    }

@@ -1,0 +1,185 @@
+"""Starting, health-waiting, measuring and always stopping the servers under test.
+
+Every server runs in its own process group (start_new_session), so stopping it also stops the
+workers it forked (LitServe's inference workers, uvicorn reloaders). Servers still running when
+the harness exits -- normally, on an exception, or on SIGINT/SIGTERM -- are stopped by an atexit
+hook; nothing outlives a run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.loadgen import taskset_prefix
+
+_RUNNING: list[Server] = []
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    command: list[str]
+    port: int
+    ready_path: str = "/health"
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    start_timeout_s: float = 120.0
+    describe: str = ""
+
+
+class Server:
+    def __init__(self, spec: ServerSpec, cpu: str | None, log_dir: Path) -> None:
+        self.spec = spec
+        self.cpu = cpu
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{spec.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.spec.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        command = [*taskset_prefix(self.cpu), *self.spec.command]
+        env = {**os.environ, **self.spec.env}
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                env=env,
+                cwd=self.spec.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _RUNNING.append(self)
+        started = time.monotonic()
+        deadline = started + self.spec.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.spec.name} exited with {self.proc.returncode} during start-up; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            if http_ok(self.url + self.spec.ready_path, timeout=2.0):
+                self.startup_s = time.monotonic() - started
+                return
+            time.sleep(0.25)
+        raise RuntimeError(
+            f"{self.spec.name} not ready on {self.spec.ready_path} within "
+            f"{self.spec.start_timeout_s:.0f}s; log tail:\n{self.log_tail()}"
+        )
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace_s)
+        # The group may hold workers that outlive their parent: make sure all of it is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def memory(self) -> dict[str, float]:
+        """RSS in MiB of the server process and of its whole process tree."""
+        try:
+            main = psutil.Process(self.pid)
+            procs = [main, *main.children(recursive=True)]
+            rss = [p.memory_info().rss for p in procs]
+        except psutil.Error:
+            return {}
+        return {
+            "rss_mb": round(rss[0] / 2**20, 1),
+            "tree_rss_mb": round(sum(rss) / 2**20, 1),
+            "processes": len(procs),
+        }
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def http_ok(url: str, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any | None:
+    """The JSON of a 200 answer, else None."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status != 200:
+                return None
+            return json.loads(response.read() or b"null")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def post_json(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()[:500].decode(errors="replace")
+
+
+@contextlib.contextmanager
+def running(spec: ServerSpec, cpu: str | None, log_dir: Path) -> Iterator[Server]:
+    server = Server(spec, cpu, log_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop(grace_s=3.0)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+atexit.register(stop_all)
+
+
+def install_signal_handlers() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
