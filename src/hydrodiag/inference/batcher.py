@@ -136,7 +136,8 @@ class DynamicBatcher(Generic[T, R]):
         finally:
             # A failed or cancelled caller no longer wants the rest; the worker skips done futures.
             for future in futures:
-                future.cancel()
+                if not future.cancel() and not future.cancelled():
+                    future.exception()  # marks a sibling's failure as seen (no "never retrieved" noise)
 
     def _retry_after_s(self) -> float:
         """Time to drain the queue at the recent pace, at least one second (Retry-After is whole seconds)."""

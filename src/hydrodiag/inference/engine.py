@@ -69,6 +69,14 @@ class InferenceConfig:
         return replace(config, **overrides)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A graph and the model it was built for (its window and normalisation)."""
+
+    prepared: PreparedGraph
+    served: ServedModel
+
+
 @dataclass
 class _Counters:
     predictions: int = 0
@@ -109,7 +117,7 @@ class InferenceEngine:
         self.preprocessor = Preprocessor(
             self.registry, InputLimits(self.settings.max_series_length, self.settings.max_sensors)
         )
-        self._batcher: DynamicBatcher[PreparedGraph, GraphOutput] = DynamicBatcher(
+        self._batcher: DynamicBatcher[_Job, GraphOutput] = DynamicBatcher(
             self._forward,
             batch_size=self.config.batch_size,
             max_queue_size=self.config.max_queue_size,
@@ -177,7 +185,7 @@ class InferenceEngine:
         started = time.perf_counter()
         served = await self._current_model()
         prepared = await self._prepare([request], served, topology, batch=False)
-        [output] = await self._batcher.submit_many(prepared)
+        [output] = await self._batcher.submit_many([_Job(prepared[0], served)])
         return self._respond(request, prepared[0], output, started, request_id)
 
     async def predict_batch(
@@ -198,9 +206,10 @@ class InferenceEngine:
         prepared = await self._prepare(list(requests), served, topology, batch=True)
         outputs: list[GraphOutput] = []
         # A batch larger than the queue could never be admitted whole; it goes in queue-sized parts.
+        jobs = [_Job(item, served) for item in prepared]
         step = self.config.max_queue_size
-        for offset in range(0, len(prepared), step):
-            outputs += await self._batcher.submit_many(prepared[offset : offset + step])
+        for offset in range(0, len(jobs), step):
+            outputs += await self._batcher.submit_many(jobs[offset : offset + step])
         predictions = [
             self._respond(req, prep, out, started, None if request_id is None else f"{request_id}:{i}")
             for i, (req, prep, out) in enumerate(zip(requests, prepared, outputs, strict=True))
@@ -229,17 +238,16 @@ class InferenceEngine:
             self._counters.invalid += 1
             raise
 
-    def _forward(self, items: list[PreparedGraph]) -> list[GraphOutput]:
-        """Runs on the batcher's thread. Graphs built for different checkpoints (only around a swap)
-        go through their own model in separate passes."""
+    def _forward(self, jobs: list[_Job]) -> list[GraphOutput]:
+        """Runs on the batcher's thread. Graphs built for different models (only around a swap) go
+        through their own model in separate passes."""
         groups: dict[int, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(id(item.checkpoint), []).append(i)
-        results: list[GraphOutput | None] = [None] * len(items)
+        for i, job in enumerate(jobs):
+            groups.setdefault(id(job.served), []).append(i)
+        results: list[GraphOutput | None] = [None] * len(jobs)
         for indices in groups.values():
-            served = self._model_for(items[indices[0]])
             try:
-                outputs = self._run_pass(served, [items[i] for i in indices])
+                outputs = self._run_pass(jobs[indices[0]].served, [jobs[i].prepared for i in indices])
             except Exception:
                 self._counters.failed += len(indices)
                 logger.exception("forward pass over %d graphs failed", len(indices))
@@ -247,16 +255,6 @@ class InferenceEngine:
             for i, output in zip(indices, outputs, strict=True):
                 results[i] = output
         return [r for r in results if r is not None]
-
-    def _model_for(self, item: PreparedGraph) -> ServedModel:
-        served = self._served
-        if served is not None and served.checkpoint is item.checkpoint:
-            return served
-        # Built for a model swapped out meanwhile: still cached by the manager in all normal cases.
-        assert item.checkpoint.path is not None
-        config = self.config
-        return self.manager.load_model(item.checkpoint.path, device=config.device,
-                                       use_compile=config.use_compile, compile_mode=config.compile_mode)
 
     def _run_pass(self, served: ServedModel, items: list[PreparedGraph]) -> list[GraphOutput]:
         batch = Batch.from_data_list([item.graph for item in items])
