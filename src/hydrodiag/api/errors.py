@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hydrodiag.errors import (
@@ -34,6 +35,21 @@ REQUEST_ID_HEADER = "X-Request-ID"
 UNAVAILABLE_RETRY_AFTER_S = 5
 _MAX_REPORTED_ERRORS = 20
 _INDEX = re.compile(r"\[(\d+)\]")
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    field: str
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error response (documents the 4xx/5xx answers in OpenAPI)."""
+
+    error: str
+    detail: list[ErrorDetail]
+    request_id: str | None
 
 
 def request_id_of(request: Request) -> str | None:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hydrodiag import __version__
-from hydrodiag.api.errors import request_id_of
+from hydrodiag.api.errors import ErrorBody, request_id_of
 from hydrodiag.errors import ModelNotLoadedError, UnknownTopologyError
 from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.schemas import (
@@ -21,6 +21,12 @@ from hydrodiag.inference.schemas import (
 from hydrodiag.topology.schema import Topology
 
 router = APIRouter()
+
+_PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid input; `error` names the field (and `requests[i]`)."},
+    503: {"model": ErrorBody, "description": "Queue full or model not loaded; retry after `Retry-After` s."},
+    500: {"model": ErrorBody, "description": "Unexpected error; quote the request id."},
+}
 
 
 class HealthResponse(BaseModel):
@@ -69,7 +75,7 @@ async def health(request: Request) -> Any:
 
 
 @router.get("/ready", response_model=ReadyResponse, tags=["service"],
-            responses={503: {"description": "No model loaded yet (or it failed to load)."}})
+            responses={503: {"model": ErrorBody, "description": "No model loaded yet, or its load failed."}})
 async def ready(request: Request) -> ReadyResponse:
     """Readiness: 200 once a model is loaded and warmed up."""
     served = _engine(request).model
@@ -85,17 +91,14 @@ async def stats(request: Request) -> dict[str, Any]:
     return _engine(request).get_stats()
 
 
-@router.post("/predict", response_model=PredictionResponse, tags=["prediction"],
-             responses={422: {"description": "Invalid input; `error` names the field."},
-                        503: {"description": "Queue full or model not loaded; see Retry-After."}})
+@router.post("/predict", response_model=PredictionResponse, tags=["prediction"], responses=_PREDICT_ERRORS)
 async def predict(body: PredictionRequest, request: Request) -> PredictionResponse:
     """Diagnose one machine from one window of sensor readings."""
     return await _engine(request).predict(body, request_id=request_id_of(request))
 
 
 @router.post("/predict/batch", response_model=BatchPredictionResponse, tags=["prediction"],
-             responses={422: {"description": "Invalid input; `error` names requests[i] and the field."},
-                        503: {"description": "Queue full or model not loaded; see Retry-After."}})
+             responses=_PREDICT_ERRORS)
 async def predict_batch(body: BatchPredictionRequest, request: Request) -> BatchPredictionResponse:
     """Diagnose several machines in one call (all or nothing)."""
     return await _engine(request).predict_batch(body.requests, request_id=request_id_of(request))
@@ -112,7 +115,7 @@ async def list_topologies(request: Request) -> list[TopologySummary]:
 
 
 @router.get("/topologies/{topology_id}", response_model=Topology, tags=["topology"],
-            responses={404: {"description": "Unknown topology id."}})
+            responses={404: {"model": ErrorBody, "description": "Unknown topology id."}})
 async def get_topology(topology_id: str, request: Request) -> Topology:
     """One registered topology: components, edges and declared sensors."""
     try:

@@ -102,7 +102,7 @@ class InferenceEngine:
         turns it off so that requests during start-up get ModelNotLoadedError (503) instead of waiting."""
         self.settings = settings or get_settings()
         self.config = config or InferenceConfig.from_settings(self.settings)
-        self.manager = manager or ModelManager.instance()
+        self.manager = manager or ModelManager.instance(self.settings.model_cache_size)
         self.registry = registry or TopologyRegistry()
         self.history: HistoryStore = history or InMemoryHistoryStore(
             self.settings.history_max_points, self.settings.history_max_equipment
