@@ -177,6 +177,16 @@ def _frame(raw: str) -> str:
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
 
 
+# Leaf frames of a thread blocked in C (py-spy's idle detection misses some of them, e.g. idle
+# workers of asyncio.to_thread's executor): such samples are waiting, not work, and are dropped.
+IDLE_LEAVES = (
+    "_worker (concurrent/futures/thread.py)",
+    "Condition.wait (threading.py)",
+    "Event.wait (threading.py)",
+    "Thread.join (threading.py)",
+)
+
+
 def top_frames(collapsed: Path, limit: int = 30) -> dict[str, Any]:
     """On-CPU sample shares: per thread, per function as leaf (`self`) and anywhere on the stack."""
     threads: dict[str, int] = {}
@@ -188,8 +198,10 @@ def top_frames(collapsed: Path, limit: int = 30) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         parts = stack.split(";")
+        if _frame(parts[-1]) in IDLE_LEAVES:
+            continue
+        total += count
         thread = next((p.partition(": ")[2] or p for p in parts if p.startswith("thread (")), "?")
         threads[thread] = threads.get(thread, 0) + count
         frames = [_frame(p) for p in parts if not p.startswith(("process ", "thread ("))]
@@ -206,5 +218,31 @@ def top_frames(collapsed: Path, limit: int = 30) -> dict[str, Any]:
         "samples": total,
         "threads_pct": share(threads, 10),
         "self_pct": share(self_count),
-        "inclusive_pct": share(inclusive, 2 * limit),
+        "inclusive_pct": share(inclusive, 10 * limit),
     }
+
+
+# Stages of a hydrodiag request, as the function names py-spy reports (inclusive share of samples).
+STAGES = (
+    ("HTTP server + framework + handler (event loop)", "RequestResponseCycle.run_asgi"),
+    ("JSON body decode (Starlette Request.json, stdlib json)", "Request.json"),
+    ("request validation (pydantic, FastAPI)", "_validate_value_with_model_field"),
+    ("preprocess: topology, validation, resampling, graph (event loop)", "Preprocessor.prepare"),
+    ("response building: history, trend, pydantic models", "InferenceEngine._respond"),
+    ("response serialisation (FastAPI serialize_response)", "serialize_response"),
+    ("request id (uuid4, middleware)", "uuid4"),
+    ("logging (access log)", "Logger.info"),
+    ("forward thread, all of it", "_WorkItem.run"),
+    ("collate (torch_geometric Batch.from_data_list)", "Batch.from_data_list"),
+    ("model forward (ServedModel.__call__)", "ServedModel.__call__"),
+    ("  temporal encoder", "TemporalEncoder.forward"),
+    ("  GATv2 layers", "GATv2Conv.forward"),
+    ("split output", "split_output"),
+)
+
+
+def stage_shares(top: dict[str, Any]) -> list[tuple[str, float]]:
+    inclusive: dict[str, float] = {}
+    for name, pct in top.get("inclusive_pct", []):  # sorted: the first of a name is its largest
+        inclusive.setdefault(name.split(" (")[0], pct)
+    return [(label, inclusive[key]) for label, key in STAGES if key in inclusive]

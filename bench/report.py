@@ -122,14 +122,17 @@ def _diagnosis(results: dict[str, Any]) -> list[str]:
     )
     if hd1 is not None and plain1 is not None:
         notes.append(
-            f"At 1 client hydrodiag spends {hd1 - plain1:+.2f} ms per request more than the plain handler "
-            "(same model and graph building: the difference is request validation, the dynamic-batching "
-            "hand-off to the forward thread, history/trend and response models)."
+            f"At 1 client, p50 is {hd1:.2f} ms for hydrodiag and {plain1:.2f} ms for the plain handler "
+            f"({hd1 - plain1:+.2f} ms). Both run the same graph building and model; hydrodiag adds full "
+            "request validation, the hand-off to its forward thread, history/trend and pydantic responses."
         )
-    if hd16 is not None and stats.get("mean_batch_size"):
+    rps16 = _get(_level(results, "hydrodiag", 16), "ok_rps")
+    if hd16 is not None and rps16:
+        # Little's law for a closed loop: mean latency = clients / throughput.
         notes.append(
-            f"p99 at 16 clients ({hd16:.1f} ms) is bounded below by about two forward passes of a full "
-            "batch plus parsing of the requests that arrive meanwhile on the same core."
+            f"Closed loop with 16 clients: mean latency = 16 / throughput = {16000 / rps16:.1f} ms at the "
+            f"measured {rps16:.0f} req/s, so p99 <= 15 ms needs more than {16000 / 15:.0f} req/s on the "
+            f"server's core(s) (p99 measured: {hd16:.1f} ms)."
         )
     return notes
 

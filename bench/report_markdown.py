@@ -185,6 +185,30 @@ def _model(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _profile(servers: dict[str, Any]) -> list[str]:
+    prof = _get(servers, "hydrodiag", "profile") or {}
+    top = prof.get("top") or {}
+    if not top:
+        return [f"(profile not taken: {prof['error']})", ""] if prof.get("error") else []
+    from bench.http_suite import stage_shares
+
+    threads = ", ".join(f"{name} {pct:.0f} %" for name, pct in top.get("threads_pct", []))
+    return [
+        f"## Where hydrodiag's time goes (py-spy, {prof.get('connections')} clients)",
+        "",
+        f"`py-spy record --threads` (on-CPU samples only, 200 Hz) of the hydrodiag server while wrk drove it "
+        f"with {prof.get('connections')} connections, after its measurements "
+        f"({prof.get('under_profiler_rps')} req/s under the profiler). {top.get('samples')} samples; "
+        f"by thread: {threads}. Collapsed stacks: "
+        f"`{prof.get('collapsed_stacks')}` (not committed; open with speedscope or flamegraph.pl).",
+        "",
+        *_table(["Stage (inclusive)", "% of samples"], [[label, pct] for label, pct in stage_shares(top)]),
+        *_table(
+            ["Hottest functions (self)", "% of samples"], [[f"`{n}`", p] for n, p in top["self_pct"][:15]]
+        ),
+    ]
+
+
 def render(results: dict[str, Any], s: dict[str, Any]) -> str:
     servers = results.get("servers") or {}
     out = _header(results, s)
@@ -216,7 +240,7 @@ def render(results: dict[str, Any], s: dict[str, Any]) -> str:
     )
     if s.get("diagnosis"):
         out += ["Where the time goes (facts from this run):", "", *[f"- {n}" for n in s["diagnosis"]], ""]
-    out += _closed_loop(results, s, servers) + _open_loop(servers) + _model(results)
+    out += _closed_loop(results, s, servers) + _open_loop(servers) + _model(results) + _profile(servers)
     rows = [
         [
             name,

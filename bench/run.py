@@ -221,7 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,4,16,64", help="concurrent connections (closed loop)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per closed-loop level")
     parser.add_argument("--litserve-batch-timeout", type=float, default=0.002)
-    parser.add_argument("--profile", action="store_true", help="py-spy record hydrodiag at 16 clients")
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="skip the py-spy profile of hydrodiag at 16 clients (taken after its measurements)",
+    )
     parser.add_argument("--out-json", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
         "--doc",
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 if spec.name == "hydrodiag":
                     measured["stats"] = http_suite.hydrodiag_stats(server)
                     open_loop_rate = measured.get("open_loop", {}).get("offered_rps")
-                    if args.profile:
+                    if not (args.no_profile or smoke):
                         measured["profile"] = http_suite.profile_safely(
                             server, bodies[payloads[0].name]["single"], plan, TMP / "profiles"
                         )
