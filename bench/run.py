@@ -37,6 +37,20 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 TMP = RESULTS / "tmp"
 MARKER = "BENCH_JSON "
+# Settings hydrodiag reads from the environment that change how it serves; recorded with the results.
+HYDRODIAG_ENV = (
+    "DEVICE",
+    "BATCH_SIZE",
+    "MAX_WAIT_MS",
+    "MAX_QUEUE_SIZE",
+    "USE_DYNAMIC_BATCHING",
+    "USE_COMPILE",
+    "COMPILE_MODE",
+    "TORCH_THREADS",
+    "LOG_LEVEL",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
 
 
 def log(message: str) -> None:
@@ -118,7 +132,7 @@ def run_model_bench(model_path: Path, bodies: list[Path], smoke: bool) -> dict[s
         "--batch-sizes",
         "1,8" if smoke else "1,8,32,128",
         "--min-time",
-        "0.2" if smoke else "1.5",
+        "0.2" if smoke else "1.0",
     ]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)), None)
@@ -219,7 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-competitors", action="store_true")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers to cores")
     parser.add_argument("--levels", default="1,4,16,64", help="concurrent connections (closed loop)")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per closed-loop level")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per closed-loop level")
     parser.add_argument("--litserve-batch-timeout", type=float, default=0.002)
     parser.add_argument(
         "--no-profile",
@@ -269,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "background_before": background_load(),
         "pinning": {"client_cpu": client_cpu, "server_cpus": server_cpus, "tool": "taskset -c"},
         "model_path": str(args.model_path),
+        "hydrodiag_env": {k: v for k, v in os.environ.items() if k in HYDRODIAG_ENV},
         "plan": plan.__dict__,
         "notes": [],
         "servers": {},
