@@ -37,13 +37,15 @@ def train(
     model_version: str = typer.Option("1.0.0", help="Semantic version stored in the checkpoint."),
     metrics: Path | None = typer.Option(None, help="Evaluation report JSON whose summary goes into the checkpoint."),
     limit_cycles: int = typer.Option(0, min=0, help="Use only the first N UCI cycles (smoke runs)."),
+    threads: int = typer.Option(0, min=0, help="Torch threads for training (0 = torch's choice)."),
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import run_training
 
     run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
                  simulated_windows=simulated_windows, holdout_topology=holdout_topology,
-                 model_version=model_version, metrics=metrics, limit_cycles=limit_cycles)
+                 model_version=model_version, metrics=metrics, limit_cycles=limit_cycles,
+                 threads=threads)
 
 
 @app.command()
@@ -56,12 +58,13 @@ def evaluate(
     holdout_topology: str | None = typer.Option(None, help="Simulated topology held out for the universality test."),
     max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds of each split (smoke runs)."),
     splits: str = typer.Option("shuffled_10fold,combination_heldout_5fold", help="Comma-separated splits."),
+    jobs: int = typer.Option(2, min=1, help="Folds trained in parallel processes (one torch thread each)."),
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
 
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
-                   holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","))
+                   holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","), jobs=jobs)
 
 
 if __name__ == "__main__":

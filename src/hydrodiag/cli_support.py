@@ -27,18 +27,22 @@ def epoch_callback(progress: Progress, description: str, epochs: int) -> Progres
 
     def update(epoch: int, total: int, loss: float) -> None:
         progress.update(task, completed=epoch, status=f"loss {loss:.4f}")
+        if not console.is_terminal and (epoch % 10 == 0 or epoch == total):
+            # Logs of non-interactive runs (CI, nohup) still show how far training got.
+            console.print(f"{description}: epoch {epoch}/{total} loss {loss:.4f}")
 
     return update
 
 
 def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path | None, simulated_windows: int,
-                 holdout_topology: str | None, model_version: str, metrics: Path | None, limit_cycles: int) -> None:
+                 holdout_topology: str | None, model_version: str, metrics: Path | None, limit_cycles: int,
+                 threads: int = 0) -> None:
     uci = load_uci(data)
     excluded = read_exclude_file(exclude) if exclude else set()
     cycles = np.array([i for i in range(uci.num_cycles) if i not in excluded], dtype=np.int64)
     if limit_cycles:
         cycles = cycles[:limit_cycles]
-    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed), simulated_windows=simulated_windows,
+    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=threads), simulated_windows=simulated_windows,
                     holdout_topology=holdout_topology)
     with progress_bar() as progress:
         checkpoint = train_checkpoint(recipe, uci, cycles, model_version, data_label=Path(data).name,
@@ -51,13 +55,19 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
 
 
 def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
-                   holdout_topology: str | None, max_folds: int | None, splits: list[str]) -> None:
+                   holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int) -> None:
     import platform
     import sys
 
     import torch
 
-    from hydrodiag.training.evaluate import EvaluationConfig, evaluate_split, evaluate_universality, summarise
+    from hydrodiag.training.evaluate import (
+        EvaluationConfig,
+        evaluate_split,
+        evaluate_universality,
+        split_folds,
+        summarise,
+    )
     from hydrodiag.training.report import write_report
     from hydrodiag.training.train import Stopwatch
 
@@ -68,11 +78,16 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     config = EvaluationConfig(recipe=recipe, max_folds=max_folds)
     results = {}
     with progress_bar() as progress:
-        def fold_progress(split: str, fold: int, folds: int) -> ProgressCallback:
-            return epoch_callback(progress, f"{split} fold {fold + 1}/{folds}", epochs)
+        tasks = {split: progress.add_task(split, total=len(split_folds(uci, split, seed)[:max_folds]), status="folds")
+                 for split in splits}
+
+        def fold_done(split: str, done: int, folds: int) -> None:
+            progress.update(tasks[split], completed=done)
+            if not console.is_terminal:
+                console.print(f"{split}: {done}/{folds} folds done after {watch.seconds():.0f} s")
 
         for split in splits:
-            results[split] = evaluate_split(config, uci, split, fold_progress)
+            results[split] = evaluate_split(config, uci, split, jobs, fold_done)
         universality = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs)) \
             if holdout_topology and simulated_windows else None
     report = {
@@ -80,7 +95,7 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
         "duration_s": watch.seconds(),
         "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
-                              "holdout_topology": holdout_topology}, "max_folds": max_folds},
+                              "holdout_topology": holdout_topology}, "max_folds": max_folds, "jobs": jobs},
         "splits": results,
         "universality": universality,
         "summary": summarise(results, universality),

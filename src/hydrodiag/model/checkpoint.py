@@ -69,6 +69,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(checkpoint.metadata(), sort_keys=True)})
+    tmp.chmod(0o644)
     tmp.replace(path)  # atomic: a reader never sees a half-written checkpoint
     checkpoint.path = path
     return path

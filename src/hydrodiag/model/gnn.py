@@ -22,7 +22,7 @@ from hydrodiag.taxonomy import ANOMALY_TYPES, COMPONENT_TYPES, QUANTITY_NAMES
 
 @dataclass(frozen=True)
 class ModelConfig:
-    window: int = 64
+    window: int = 60
     hidden: int = 64
     temporal_channels: int = 32
     gnn_layers: int = 3

@@ -10,9 +10,12 @@ random-forest baseline runs on the same folds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
@@ -23,7 +26,6 @@ from hydrodiag.training.recipe import Recipe, build_training_set, simulated_batc
 from hydrodiag.training.train import ProgressCallback, fit, predict_graphs
 
 SPLITS = ("shuffled_10fold", "combination_heldout_5fold")
-FoldProgress = Callable[[str, int, int], ProgressCallback | None]  # (split, fold, folds) -> epoch callback
 
 
 @dataclass
@@ -66,29 +68,64 @@ def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, bins: int =
     ]
 
 
-def evaluate_split(config: EvaluationConfig, data: UciData, split: str,
-                   fold_progress: FoldProgress | None = None) -> dict[str, object]:
-    recipe = config.recipe
-    folds = split_folds(data, split, recipe.train.seed)[: config.max_folds]
+@dataclass
+class FoldResult:
+    test: np.ndarray
+    health: np.ndarray  # [n_test, targets]
+    anomaly: np.ndarray  # [n_test, targets]
+    system: np.ndarray  # [n_test, 9]
+    forest: dict[str, np.ndarray]
+
+
+def run_fold(recipe: Recipe, data: UciData, train: np.ndarray, test: np.ndarray,
+             progress: ProgressCallback | None = None) -> FoldResult:
+    """Train one fold model by the recipe and predict its test cycles; RF baseline on the same split."""
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
     component_ids = [c.id for c in data.topology.components]
-    target_columns = [component_ids.index(t.component) for t in TARGETS]
+    columns = [component_ids.index(t.component) for t in TARGETS]
+    graphs, norm = build_training_set(recipe, data, train)
+    model = fit(graphs, recipe.train, progress)
+    predicted = predict_graphs(model, uci_graphs(data, test, norm, recipe.train.model.window))
+    anomaly = np.stack([predicted.component_probabilities[:, columns[j], ANOMALY_TYPES.index(t.anomaly)]
+                        for j, t in enumerate(TARGETS)], axis=1)
+    return FoldResult(test, predicted.component_health[:, columns], anomaly, predicted.system_probabilities,
+                      random_forest_grades(data, train, test, recipe.train.seed))
+
+
+def evaluate_split(config: EvaluationConfig, data: UciData, split: str, jobs: int = 1,
+                   on_fold_done: Callable[[str, int, int], None] | None = None) -> dict[str, object]:
+    """Out-of-fold predictions for every tested cycle; `jobs` folds train in parallel processes.
+
+    Parallel folds run with one torch thread each: on a small machine, several single-threaded
+    trainings beat one multi-threaded training whose threads spin while waiting for each other.
+    """
+    folds = split_folds(data, split, config.recipe.train.seed)[: config.max_folds]
     tested = np.concatenate([test for _, test in folds])
     health = np.zeros((data.num_cycles, len(TARGETS)))
     anomaly = np.zeros((data.num_cycles, len(TARGETS)))
     system = np.zeros((data.num_cycles, len(ANOMALY_TYPES)))
     forest = {t.component: np.zeros(data.num_cycles) for t in TARGETS}
-    for k, (train, test) in enumerate(folds):
-        callback = fold_progress(split, k, len(folds)) if fold_progress else None
-        graphs, norm = build_training_set(recipe, data, train)
-        model = fit(graphs, recipe.train, callback)
-        predicted = predict_graphs(model, uci_graphs(data, test, norm, recipe.train.model.window))
-        health[test] = predicted.component_health[:, target_columns]
-        for j, target in enumerate(TARGETS):
-            anomaly[test, j] = predicted.component_probabilities[:, target_columns[j],
-                                                                 ANOMALY_TYPES.index(target.anomaly)]
-        system[test] = predicted.system_probabilities
-        for component, grades in random_forest_grades(data, train, test, recipe.train.seed).items():
-            forest[component][test] = grades
+
+    def collect(result: FoldResult) -> None:
+        health[result.test], anomaly[result.test], system[result.test] = result.health, result.anomaly, result.system
+        for component, grades in result.forest.items():
+            forest[component][result.test] = grades
+
+    if jobs <= 1:
+        for k, (train, test) in enumerate(folds):
+            collect(run_fold(config.recipe, data, train, test))
+            if on_fold_done:
+                on_fold_done(split, k + 1, len(folds))
+    else:
+        recipe = replace(config.recipe, train=replace(config.recipe.train, threads=1))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(run_fold, recipe, data, train, test) for train, test in folds]
+            for done, future in enumerate(as_completed(futures), start=1):
+                collect(future.result())
+                if on_fold_done:
+                    on_fold_done(split, done, len(folds))
     return split_metrics(config, data, tested, health, anomaly, system, forest, len(folds))
 
 

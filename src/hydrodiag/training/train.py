@@ -63,6 +63,8 @@ def diagnosis_loss(out: ModelOutput, batch: Batch, health_weight: float) -> Tens
 
 def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback | None = None) -> UniversalTemporalGNN:
     seed_everything(config.seed)
+    # Tiny gradients late in training turn into denormal floats, which are many times slower on CPU.
+    torch.set_flush_denormal(True)
     if config.threads:
         torch.set_num_threads(config.threads)
     model = UniversalTemporalGNN(config.model)
