@@ -51,10 +51,15 @@ def test_improving_and_flat_have_no_time_to_failure() -> None:
     assert flat.trend_status == "stable" and flat.rate == 0.0 and flat.time_to_failure_hours is None
 
 
-def test_noise_is_not_a_trend() -> None:
-    trend = estimate_degradation(series(0.80, 0.90, 0.70, 0.88, 0.79), 0.79, POLICY)
+def test_a_negligible_drift_is_stable() -> None:
+    trend = estimate_degradation(series(0.800, 0.801, 0.799, 0.798), 0.798, POLICY)
     assert trend.trend_status == "stable" and trend.time_to_failure_hours is None
-    assert trend.rate is not None  # the fitted number is still reported
+    assert trend.rate is not None and trend.rate > 0  # the fitted number is still reported
+
+
+def test_a_sudden_drop_is_degrading() -> None:
+    trend = estimate_degradation(series(0.93, 0.93, 0.22, step_hours=2.0), 0.22, POLICY)
+    assert trend.trend_status == "degrading" and trend.time_to_failure_hours == 0.0
 
 
 def test_out_of_order_timestamps() -> None:

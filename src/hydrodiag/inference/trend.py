@@ -15,9 +15,10 @@ from datetime import datetime
 
 from hydrodiag.inference.schemas import DegradationInfo
 
-# A slope within this many standard errors of zero is indistinguishable from the model's scatter
-# between windows; calling it a trend would announce failures out of noise.
-SIGNIFICANCE_T = 2.0
+# A fitted line that moves health by less than this over the whole history is called stable: such a
+# drift is below what a health score expresses and nobody can act on it. Anything larger is reported
+# as degrading or improving, with its rate -- a sudden drop is a trend a user must hear about.
+STABLE_HEALTH_CHANGE = 0.01
 
 
 @dataclass(frozen=True)
@@ -41,21 +42,17 @@ def estimate_degradation(
         message = f"insufficient history: points span {span:.3g} h of the required {required:g} h"
         return _insufficient(n, span, message)
 
-    slope, stderr = _least_squares_slope(hours, [health for _, health in points])
-    rate = 0.0 - slope  # not -slope: a flat history should read 0.0, not -0.0
-    significant = n == 2 or abs(slope) > SIGNIFICANCE_T * stderr
-    if significant and rate > 0:
+    rate = 0.0 - _least_squares_slope(hours, [health for _, health in points])  # 0.0 -: never -0.0
+    if abs(rate) * span < STABLE_HEALTH_CHANGE:
+        return DegradationInfo(rate=rate, time_to_failure_hours=None, trend_status="stable",
+                               points_used=n, span_hours=span, message=None)
+    if rate > 0:
         margin = current_health - policy.critical_threshold
         ttf = 0.0 if margin <= 0 else margin / rate
         return DegradationInfo(rate=rate, time_to_failure_hours=ttf, trend_status="degrading",
                                points_used=n, span_hours=span, message=None)
-    if significant and rate < 0:
-        return DegradationInfo(rate=rate, time_to_failure_hours=None, trend_status="improving",
-                               points_used=n, span_hours=span, message=None)
-    return DegradationInfo(
-        rate=rate, time_to_failure_hours=None, trend_status="stable", points_used=n, span_hours=span,
-        message=None if rate == 0 else "no significant trend: the slope is within the scatter of the history",
-    )
+    return DegradationInfo(rate=rate, time_to_failure_hours=None, trend_status="improving",
+                           points_used=n, span_hours=span, message=None)
 
 
 def _insufficient(n: int, span: float, message: str) -> DegradationInfo:
@@ -70,16 +67,11 @@ def _hours_since_first(points: Sequence[tuple[datetime, float]]) -> list[float]:
     return [(ts - origin).total_seconds() / 3600.0 for ts, _ in points]
 
 
-def _least_squares_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Slope of y on x and its standard error (0 for two points or an exact fit)."""
+def _least_squares_slope(x: Sequence[float], y: Sequence[float]) -> float:
     n = len(x)
     mean_x = math.fsum(x) / n
     mean_y = math.fsum(y) / n
     sxx = math.fsum((xi - mean_x) ** 2 for xi in x)
     if sxx == 0.0:
-        return 0.0, 0.0
-    slope = math.fsum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y, strict=True)) / sxx
-    if n <= 2:
-        return slope, 0.0
-    residual = math.fsum((yi - mean_y - slope * (xi - mean_x)) ** 2 for xi, yi in zip(x, y, strict=True))
-    return slope, math.sqrt(residual / (n - 2) / sxx)
+        return 0.0
+    return math.fsum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y, strict=True)) / sxx
