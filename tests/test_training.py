@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import uci_data_dir
 
 from hydrodiag.errors import CheckpointError
 from hydrodiag.features.window import resample_rows, resample_series
 from hydrodiag.model.checkpoint import load_checkpoint, read_metadata
 from hydrodiag.training.datasets.uci import TARGETS, load_uci, uci_windows
 from hydrodiag.training.recipe import read_exclude_file
-
-from .conftest import uci_data_dir
 
 TARGET = {t.component: t for t in TARGETS}
 

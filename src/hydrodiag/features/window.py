@@ -21,7 +21,7 @@ STAT_FEATURES = 2
 
 def resample_rows(values: np.ndarray, window: int) -> np.ndarray:
     """Linearly resample every row of a [rows, n] array (n >= 2) onto `window` evenly spaced points."""
-    rows, n = values.shape
+    _, n = values.shape
     if n == window:
         return values.astype(np.float32, copy=False)
     position = np.linspace(0.0, n - 1, window)

@@ -121,8 +121,10 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise CheckpointError(path, f"weights do not fit the model configuration: {first_line}") from None
+        # torch's first line only names the class; the lines after it name the offending tensors.
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        summary = "; ".join(details)[:500] or "mismatch"
+        raise CheckpointError(path, f"weights do not fit the model configuration: {summary}") from None
     model.to(device).eval()
     return Checkpoint(
         model=model,

@@ -7,6 +7,7 @@ from such names when a request carries none.
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,8 +37,8 @@ class Edge(BaseModel):
     source: Identifier
     target: Identifier
     type: EdgeType = "hydraulic_line"
-    length_m: float | None = Field(None, gt=0, le=10_000)
-    diameter_mm: float | None = Field(None, gt=0, le=2_000)
+    length_m: float | None = Field(default=None, gt=0, le=10_000)
+    diameter_mm: float | None = Field(default=None, gt=0, le=2_000)
     description: str | None = None
 
 
@@ -174,7 +175,7 @@ def infer_topology(sensor_names: list[str], field: str = "sensor_data") -> Topol
         by_type.setdefault(ctype, []).append(cid)
     edges: list[Edge] = []
     chain = [cid for ctype in _FLOW_ORDER for cid in by_type.get(ctype, [])]
-    for upstream, downstream in zip(chain, chain[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(chain):
         edges.append(Edge(source=upstream, target=downstream, type="hydraulic_line"))
     if len(chain) > 2 and by_type.get("tank"):
         edges.append(Edge(source=chain[-1], target=by_type["tank"][0], type="hydraulic_line"))

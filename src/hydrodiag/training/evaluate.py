@@ -9,8 +9,8 @@ random-forest baseline runs on the same folds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 
@@ -178,8 +178,8 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
     graphs, norm = build_training_set(recipe, data, cycles)
     model = fit(graphs, recipe.train, progress)
     ((topology, batch),) = simulated_batches(recipe, recipe.train.seed + 7919, [recipe.holdout_topology])
-    predicted = predict_graphs(model, simulated_graphs(batch, topology, norm, recipe.train.model.window))  # type: ignore[arg-type]
-    truth = np.asarray(batch.system_anomalies).astype(int)  # type: ignore[attr-defined]
+    predicted = predict_graphs(model, simulated_graphs(batch, topology, norm, recipe.train.model.window))
+    truth = np.asarray(batch.system_anomalies).astype(int)
     detected = (predicted.system_probabilities >= config.anomaly_threshold).astype(int)
     healthy = truth.sum(axis=1) == 0
     per_type = f1_score(truth, detected, average=None, zero_division=0.0)
@@ -190,7 +190,7 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
         "macro_f1": float(np.mean(per_type)),
         "per_type_f1": {name: float(v) for name, v in zip(ANOMALY_TYPES, per_type, strict=True)},
         "false_alarm_rate": float(detected[healthy].any(axis=1).mean()) if healthy.any() else None,
-        "system_health_mae": float(np.abs(predicted.system_health - np.asarray(batch.system_health)).mean()),  # type: ignore[attr-defined]
+        "system_health_mae": float(np.abs(predicted.system_health - np.asarray(batch.system_health)).mean()),
     }
 
 

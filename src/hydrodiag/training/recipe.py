@@ -16,8 +16,11 @@ from torch_geometric.data import Data
 
 from hydrodiag.features.window import NormStats
 from hydrodiag.model.checkpoint import Checkpoint
+from hydrodiag.topology.schema import Topology
 from hydrodiag.topology.templates import TopologyRegistry
+from hydrodiag.training.datasets.simulated import simulated_graphs, simulated_norm_values
 from hydrodiag.training.datasets.uci import UciData, uci_graphs, uci_norm_values
+from hydrodiag.training.simulator import SimulatedBatch, simulate
 from hydrodiag.training.train import ProgressCallback, Stopwatch, TrainConfig, fit
 
 SIMULATED_TOPOLOGIES: tuple[str, ...] = ("excavator", "press", "crane")
@@ -49,12 +52,11 @@ def read_exclude_file(path: Path) -> set[int]:
     return indices
 
 
-def simulated_batches(recipe: Recipe, seed: int, topologies: list[str] | None = None) -> list[tuple[object, object]]:
+def simulated_batches(recipe: Recipe, seed: int,
+                      topologies: list[str] | None = None) -> list[tuple[Topology, SimulatedBatch]]:
     """(topology, SimulatedBatch) pairs for the recipe's simulated training data."""
     if recipe.simulated_windows <= 0:
         return []
-    from hydrodiag.training.simulator import simulate
-
     registry = TopologyRegistry()
     pairs = []
     for offset, topology_id in enumerate(topologies or recipe.training_topologies()):
@@ -65,15 +67,13 @@ def simulated_batches(recipe: Recipe, seed: int, topologies: list[str] | None = 
 
 def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) -> tuple[list[Data], NormStats]:
     """Labelled graphs of UCI `cycles` plus the recipe's simulated windows, and their normalisation."""
-    from hydrodiag.training.datasets.simulated import simulated_graphs, simulated_norm_values
-
     values: dict[str, list[np.ndarray]] = {}
     if uci is not None and len(cycles):
         for quantity, arrays in uci_norm_values(uci, cycles).items():
             values.setdefault(quantity, []).extend(arrays)
     sims = simulated_batches(recipe, recipe.train.seed)
     for topology, batch in sims:
-        for quantity, arrays in simulated_norm_values(batch, topology).items():  # type: ignore[arg-type]
+        for quantity, arrays in simulated_norm_values(batch, topology).items():
             values.setdefault(quantity, []).extend(arrays)
     norm = NormStats.fit(values)
     window = recipe.train.model.window
@@ -81,7 +81,7 @@ def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) 
     if uci is not None and len(cycles):
         graphs += uci_graphs(uci, cycles, norm, window)
     for topology, batch in sims:
-        graphs += simulated_graphs(batch, topology, norm, window)  # type: ignore[arg-type]
+        graphs += simulated_graphs(batch, topology, norm, window)
     return graphs, norm
 
 

@@ -10,9 +10,10 @@ import numpy as np
 from torch_geometric.data import Data
 
 from hydrodiag.features.graph import build_layout
-from hydrodiag.features.window import resample_rows
+from hydrodiag.features.window import NormStats, resample_rows
 from hydrodiag.topology.schema import Topology
 from hydrodiag.training.samples import LabelSet, labelled_graphs
+from hydrodiag.training.simulator import SimulatedBatch
 
 
 def simulated_windows(series: np.ndarray, window: int) -> np.ndarray:
@@ -20,31 +21,30 @@ def simulated_windows(series: np.ndarray, window: int) -> np.ndarray:
     return resample_rows(series.reshape(n * s, t), window).reshape(n, s, window)
 
 
-def simulated_norm_values(batch: object, topology: Topology) -> dict[str, list[np.ndarray]]:
-    layout = build_layout(topology, list(batch.sensor_names))  # type: ignore[attr-defined]
+def simulated_norm_values(batch: SimulatedBatch, topology: Topology) -> dict[str, list[np.ndarray]]:
+    layout = build_layout(topology, list(batch.sensor_names))
     values: dict[str, list[np.ndarray]] = {}
     for j, quantity in enumerate(layout.sensor_quantities):
-        values.setdefault(quantity, []).append(batch.series[:, j])  # type: ignore[attr-defined]
+        values.setdefault(quantity, []).append(batch.series[:, j])
     return values
 
 
-def simulated_labels(batch: object) -> LabelSet:
-    b = batch
-    health = np.asarray(b.component_health, dtype=np.float64)  # type: ignore[attr-defined]
-    anomalies = np.asarray(b.component_anomalies, dtype=np.float64)  # type: ignore[attr-defined]
-    system_anomalies = np.asarray(b.system_anomalies, dtype=np.float64)  # type: ignore[attr-defined]
+def simulated_labels(batch: SimulatedBatch) -> LabelSet:
+    health = np.asarray(batch.component_health, dtype=np.float64)
+    anomalies = np.asarray(batch.component_anomalies, dtype=np.float64)
+    system_anomalies = np.asarray(batch.system_anomalies, dtype=np.float64)
     return LabelSet(
         component_health=health, component_health_mask=np.ones_like(health),
         component_anomalies=anomalies, component_anomaly_mask=np.ones_like(anomalies),
-        system_health=np.asarray(b.system_health, dtype=np.float64),  # type: ignore[attr-defined]
+        system_health=np.asarray(batch.system_health, dtype=np.float64),
         system_health_mask=np.ones(health.shape[0]),
         system_anomalies=system_anomalies, system_anomaly_mask=np.ones_like(system_anomalies),
     )
 
 
-def simulated_graphs(batch: object, topology: Topology, norm: object, window: int) -> list[Data]:
-    layout = build_layout(topology, list(batch.sensor_names))  # type: ignore[attr-defined]
-    if layout.component_ids != list(batch.component_ids):  # type: ignore[attr-defined]
+def simulated_graphs(batch: SimulatedBatch, topology: Topology, norm: NormStats, window: int) -> list[Data]:
+    layout = build_layout(topology, list(batch.sensor_names))
+    if layout.component_ids != list(batch.component_ids):
         raise ValueError("simulated batch components do not follow the topology's order")
-    windows = simulated_windows(np.asarray(batch.series), window)  # type: ignore[attr-defined]
-    return labelled_graphs(layout, windows, norm, simulated_labels(batch), f"sim:{topology.id}")  # type: ignore[arg-type]
+    windows = simulated_windows(np.asarray(batch.series), window)
+    return labelled_graphs(layout, windows, norm, simulated_labels(batch), f"sim:{topology.id}")
