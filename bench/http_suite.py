@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import run_open_loop, run_wrk
+from bench.loadgen import run_open_loop, run_wrk, taskset_prefix
 from bench.servers import Server, get_json, post_json
 
 
@@ -68,9 +68,7 @@ def measure(
         levels = plan.levels if name == first else plan.secondary_levels
         runs: dict[str, Any] = {}
         for connections in levels:
-            run = run_wrk(
-                server.url, files["single"], "/predict", connections, plan.duration_s, cpu=plan.client_cpu
-            )
+            run = run_wrk(server.url, files["single"], "/predict", connections, plan.duration_s, cpu=plan.client_cpu)
             runs[str(connections)] = run
             log(
                 f"  {server.spec.name:<14} {name:<17} c={connections:<3} {run['ok_rps']:>8.1f} req/s  "
@@ -154,7 +152,10 @@ def profile(
         "-o",
         str(raw),
     ]
-    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # The profiler runs on the client core, so it does not take CPU from the server it samples.
+    spy = subprocess.Popen(
+        [*taskset_prefix(plan.client_cpu), *command], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     time.sleep(1.0)
     try:
         run = run_wrk(server.url, single_bodies, "/predict", connections, seconds - 2, cpu=plan.client_cpu)

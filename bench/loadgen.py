@@ -86,9 +86,7 @@ def run_wrk(
         url,
     ]
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": path}
-    proc = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=duration_s + request_timeout_s + 30
-    )
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration_s + request_timeout_s + 30)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
@@ -267,9 +265,7 @@ def run_open_loop(
 
 
 def _main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     ol = sub.add_parser("openloop", help="constant-rate open-loop load")
     ol.add_argument("--url", required=True, help="http://host:port")

@@ -103,9 +103,7 @@ def excavator_window(seed: int = 0) -> tuple[Payload | None, str]:
         topology = TopologyRegistry().get(EXCAVATOR_TOPOLOGY)
         batch = simulate(topology, 1, seed=seed)
         series = batch.series[0]
-        sensor_data = {
-            str(name): [round(float(v), 4) for v in series[j]] for j, name in enumerate(batch.sensor_names)
-        }
+        sensor_data = {str(name): [round(float(v), 4) for v in series[j]] for j, name in enumerate(batch.sensor_names)}
     except Exception as exc:  # a simulator still being written must not break the benchmark
         return None, f"excavator payload skipped: simulate() failed ({type(exc).__name__}: {exc})"
     return Payload(

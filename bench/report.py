@@ -51,18 +51,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def _target(
-    name: str, value: float | None, limit: float, higher_is_better: bool, unit: str
-) -> dict[str, Any]:
+def _target(name: str, value: float | None, limit: float, higher_is_better: bool, unit: str) -> dict[str, Any]:
     if value is None:
         return {"target": name, "value": None, "threshold": limit, "met": None, "gap": "not measured"}
     met = value >= limit if higher_is_better else value <= limit
     if met:
         gap = "met"
     elif higher_is_better:
-        gap = f"short by {limit - value:.3g}{unit} ({100 * (1 - value / limit):.0f} % below the target)"
+        gap = f"{value:.3g}{unit} against {limit:g}{unit}: {100 * (1 - value / limit):.1f} % short"
     else:
-        gap = f"over by {value - limit:.3g}{unit} ({value / limit:.2f}x the limit)"
+        gap = f"{value:.3g}{unit} against {limit:g}{unit}: over by {value - limit:.3g}{unit} ({value / limit:.2f}x)"
     return {"target": name, "value": round(value, 3), "threshold": limit, "met": met, "gap": gap}
 
 
@@ -194,9 +192,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "spec_table": spec,
         "targets": targets,
         "diagnosis": _diagnosis(results),
-        "ratios_to_hydrodiag": {
-            n: _ratios(results, n) for n in COMPETITORS if n in results.get("servers", {})
-        },
+        "ratios_to_hydrodiag": {n: _ratios(results, n) for n in COMPETITORS if n in results.get("servers", {})},
         "machine_busy": busy >= BUSY_CPU_PCT,
         "background_cpu_pct_max": busy,
     }

@@ -44,8 +44,7 @@ def _header(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
         f"`{results.get('model_path')}` (version {load.get('model_version')}, {load.get('num_parameters')} "
         "parameters).",
         "",
-        "Reproduce (a clone with `../shared` beside it; the first run also builds `bench/.envs/`, "
-        "a few minutes):",
+        "Reproduce (a clone with `../shared` beside it; the first run also builds `bench/.envs/`, a few minutes):",
         "",
         "```",
         "make bench          # .venv/bin/python -m bench.run --data ../shared/data/uci_hydraulic_1hz",
@@ -100,10 +99,7 @@ def _closed_loop(results: dict[str, Any], s: dict[str, Any], servers: dict[str, 
         ]
         rows = []
         for name, r in s["ratios_to_hydrodiag"].items():
-            rows += [
-                [name, c, _fmt(v["rps"], 2), _fmt(v["p50"], 2), _fmt(v["p99"], 2)]
-                for c, v in r["levels"].items()
-            ]
+            rows += [[name, c, _fmt(v["rps"], 2), _fmt(v["p50"], 2), _fmt(v["p99"], 2)] for c, v in r["levels"].items()]
             rows.append([name, "saturation", _fmt(r["saturation_rps"], 2), "", ""])
             rows.append([name, "open loop", "", "", _fmt(r["open_loop_p99"], 2)])
         out += _table(["Server", "Clients", "req/s", "p50", "p99"], rows)
@@ -204,9 +200,7 @@ def _profile(servers: dict[str, Any]) -> list[str]:
         f"`{prof.get('collapsed_stacks')}` (not committed; open with speedscope or flamegraph.pl).",
         "",
         *_table(["Stage (inclusive)", "% of samples"], [[label, pct] for label, pct in stage_shares(top)]),
-        *_table(
-            ["Hottest functions (self)", "% of samples"], [[f"`{n}`", p] for n, p in top["self_pct"][:15]]
-        ),
+        *_table(["Hottest functions (self)", "% of samples"], [[f"`{n}`", p] for n, p in top["self_pct"][:15]]),
     ]
 
 
@@ -274,8 +268,7 @@ def render(results: dict[str, Any], s: dict[str, Any]) -> str:
         "(`bench/competitors/common.py`); each competitor runs from its own virtual environment under "
         "`bench/.envs/`. Payloads: "
         + "; ".join(
-            f"`{p['name']}` ({p['sensors']} sensors, {p['values']} values, {p['body_bytes']} bytes, "
-            f"{p['source']})"
+            f"`{p['name']}` ({p['sensors']} sensors, {p['values']} values, {p['body_bytes']} bytes, {p['source']})"
             for p in results.get("payloads") or []
         )
         + ".",

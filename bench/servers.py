@@ -77,8 +77,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"{self.spec.name} exited with {self.proc.returncode} during start-up; "
-                    f"log tail:\n{self.log_tail()}"
+                    f"{self.spec.name} exited with {self.proc.returncode} during start-up; log tail:\n{self.log_tail()}"
                 )
             if http_ok(self.url + self.spec.ready_path, timeout=2.0):
                 self.startup_s = time.monotonic() - started
@@ -147,9 +146,7 @@ def get_json(url: str, timeout: float = 5.0) -> Any | None:
 
 
 def post_json(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())

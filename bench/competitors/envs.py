@@ -47,9 +47,7 @@ def _pip(python: Path, *args: str, log: Path) -> None:
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
-        subprocess.run(
-            command, check=True, stdout=handle, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT_S
-        )
+        subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT_S)
 
 
 def ensure_env(spec: EnvSpec, log=print) -> Path:  # type: ignore[no-untyped-def]

@@ -74,9 +74,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout", type=float, default=0.002, help="seconds")
     args = parser.parse_args()
-    api = HydrodiagLitAPI(
-        args.model_path, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout
-    )
+    api = HydrodiagLitAPI(args.model_path, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=args.workers)
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
 

@@ -74,9 +74,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8101)
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(args.model_path), host=args.host, port=args.port, log_level="warning", access_log=False
-    )
+    uvicorn.run(create_app(args.model_path), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
