@@ -59,12 +59,15 @@ def evaluate(
     max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds of each split (smoke runs)."),
     splits: str = typer.Option("shuffled_10fold,combination_heldout_5fold", help="Comma-separated splits."),
     jobs: int = typer.Option(2, min=1, help="Folds trained in parallel processes (one torch thread each)."),
+    attach_to: Path | None = typer.Option(None, help="Checkpoint trained by the same recipe: store the summary in it."),
+    merge: bool = typer.Option(False, help="Keep the other splits of an existing report in --out."),
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
 
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
-                   holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","), jobs=jobs)
+                   holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","), jobs=jobs,
+                   attach_to=attach_to, merge=merge)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
 
 
 def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
-                   holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int) -> None:
+                   holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int,
+                   attach_to: Path | None = None, merge: bool = False) -> None:
     import platform
     import sys
 
@@ -73,8 +74,9 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
 
     watch = Stopwatch()
     uci = load_uci(data)
-    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed), simulated_windows=simulated_windows,
-                    holdout_topology=holdout_topology)
+    # With parallel folds every training process gets one thread, the universality model too.
+    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1 if jobs > 1 else 0),
+                    simulated_windows=simulated_windows, holdout_topology=holdout_topology)
     config = EvaluationConfig(recipe=recipe, max_folds=max_folds)
     results = {}
     with progress_bar() as progress:
@@ -90,10 +92,17 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
             results[split] = evaluate_split(config, uci, split, jobs, fold_done)
         universality = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs)) \
             if holdout_topology and simulated_windows else None
+    previous = json.loads((out / "report.json").read_text(encoding="utf-8")) if merge and (out / "report.json").exists() \
+        else {}
+    # A report may be assembled from several runs (e.g. one per split); each run's command is kept.
+    results = {**previous.get("splits", {}), **results}
+    universality = universality or previous.get("universality")
+    command = "hydrodiag evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "hydrodiag evaluate"
     report = {
-        "command": "hydrodiag evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "hydrodiag evaluate",
+        "command": " && ".join([*previous.get("commands", []), command]) if previous else command,
+        "commands": [*previous.get("commands", []), command],
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
-        "duration_s": watch.seconds(),
+        "duration_s": previous.get("duration_s", 0.0) + watch.seconds(),
         "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
                               "holdout_topology": holdout_topology}, "max_folds": max_folds, "jobs": jobs},
         "splits": results,
@@ -103,3 +112,15 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     for path in write_report(report, out):
         console.print(f"wrote {path}")
     console.print_json(data=report["summary"])
+    if attach_to:
+        attach_metrics(attach_to, report["summary"], out)
+
+
+def attach_metrics(checkpoint_path: Path, summary: dict[str, object], report_dir: Path) -> None:
+    """Store an evaluation summary in a checkpoint's metadata (weights untouched)."""
+    from hydrodiag.model.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint.metrics = {**checkpoint.metrics, **summary, "report": str(report_dir / "REPORT.md")}
+    save_checkpoint(checkpoint, checkpoint_path)
+    console.print(f"stored the evaluation summary in {checkpoint_path}")
