@@ -92,8 +92,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
             results[split] = evaluate_split(config, uci, split, jobs, fold_done)
         universality = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs)) \
             if holdout_topology and simulated_windows else None
-    previous = json.loads((out / "report.json").read_text(encoding="utf-8")) if merge and (out / "report.json").exists() \
-        else {}
+    existing = out / "report.json"
+    previous = json.loads(existing.read_text(encoding="utf-8")) if merge and existing.exists() else {}
     # A report may be assembled from several runs (e.g. one per split); each run's command is kept.
     results = {**previous.get("splits", {}), **results}
     universality = universality or previous.get("universality")
