@@ -46,7 +46,7 @@ def return_drops(ctx: Ctx, circ: Circuit, q: np.ndarray) -> tuple[dict[int, np.n
 
 def back_pressure(plant_reach: np.ndarray, circ: Circuit, drops: dict[int, np.ndarray], at: int) -> np.ndarray:
     """Pressure upstream of `at` on the return side: the drops of everything between it and the tank."""
-    total = 0.3
+    total: np.ndarray | float = 0.3
     after = [d for d in circ.return_side if d == at or plant_reach[at, d]] if at >= 0 else []
     for d in after or circ.return_side:
         total = total + drops[d]
@@ -196,7 +196,7 @@ def _pilot(ctx: Ctx, st: CircuitState) -> None:
         ctx.put(c, "p_out", p)
         ctx.put(c, "flow", 0.03 * st.circ.q_nom * activity)
         if plant.types[c] == "accumulator":
-            p0 = ctx.design("precharge_ratio", c) * p_set * (1.0 - 0.55 * ctx.s("pressure_drop", c))
+            p0 = ctx.design("precharge_ratio", c) * p_set * (1.0 - 0.7 * ctx.s("pressure_drop", c))
             ctx.put(c, "level", 100.0 * np.clip(1.0 - (p0 / np.maximum(p, 1e-3)) ** (1 / KAPPA), 0, 1))
         if plant.types[c] == "valve":
             ctx.put(c, "pos", 2.0 * activity)
@@ -205,7 +205,7 @@ def _pilot(ctx: Ctx, st: CircuitState) -> None:
 
 def _actuator(ctx: Ctx, st: CircuitState, i: int, a: int, back: np.ndarray) -> None:
     assert st.u is not None and st.p_work is not None and st.q_act is not None and st.q_cap is not None
-    plant, design = ctx.plant, ctx.plant.design
+    plant = ctx.plant
     u, p_work, q_act, q_cap = st.u[:, i], st.p_work[:, i], np.abs(st.q_act[:, i]), st.q_cap[:, i]
     s_leak, s_seal = ctx.s("leakage", a), ctx.s("seal_degradation", a)
     valve = plant.valve_of.get(a)
@@ -213,14 +213,14 @@ def _actuator(ctx: Ctx, st: CircuitState, i: int, a: int, back: np.ndarray) -> N
     extend, retract = u > 0.03, u < -0.03
     moving = extend | retract
     # Piston / internal leakage bypasses part of the flow across the piston or rotor.
-    bypass = 0.6 * s_leak * q_cap * np.sqrt(np.clip(p_work / st.p_rated, 0, 2)) * moving
+    bypass = 0.8 * s_leak * q_cap * np.sqrt(np.clip(p_work / st.p_rated, 0, 2)) * moving
     q_eff = np.maximum(q_act * (1.0 - 0.06 * s_seal) - bypass, 0.0)
     ctx.put(a, "flow", q_act)
     if plant.types[a] == "cylinder":
         area = q_cap / 60000.0 / ctx.design("v_max", a)  # m2
         ratio = ctx.design("area_ratio", a, 0.02)
         stroke = ctx.design("stroke_mm", a, 0.01)
-        drift = stroke * (0.004 * s_seal + 0.003 * s_leak + 0.003 * s_vleak)
+        drift = stroke * (0.004 * s_seal + 0.006 * s_leak + 0.004 * s_vleak)
         v = np.where(extend, q_eff / 60000.0 / area, np.where(retract, -q_eff / 60000.0 / (area * ratio), 0.0))
         v = 1000.0 * v - drift * ~moving
         x = np.empty_like(v)
@@ -229,7 +229,7 @@ def _actuator(ctx: Ctx, st: CircuitState, i: int, a: int, back: np.ndarray) -> N
             pos = np.clip(pos + v[:, k] * ctx.dt, 0.0, stroke[:, 0])
             x[:, k] = pos
         p_cap = np.where(retract, back, p_work)
-        p_rod = np.where(extend, back + 0.35 * s_leak * p_work, np.where(retract, p_work / ratio * 0.6, 0.5 * back))
+        p_rod = np.where(extend, back + 0.5 * s_leak * p_work, np.where(retract, p_work / ratio * 0.6, 0.5 * back))
         ctx.put(a, "pos", x)
         ctx.put(a, "p_a", p_cap)
         ctx.put(a, "p_b", p_rod)

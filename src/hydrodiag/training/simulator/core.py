@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -137,18 +137,30 @@ def _check(n_windows: int, n_samples: int, sample_rate_hz: float) -> None:
 
 def simulate(topology: Topology, n_windows: int, *, n_samples: int = 60, sample_rate_hz: float = 1.0,
              fault_fraction: float = 0.6, max_faults: int = 2, seed: int = 0, incipient_fraction: float = 0.15,
-             observable_only: bool = True, progress: ProgressFn | None = None) -> SimulatedBatch:
+             observable_only: bool = True, faults: Sequence[tuple[str, str]] | None = None,
+             progress: ProgressFn | None = None) -> SimulatedBatch:
     """A random mix of healthy and faulty windows, each from its own machine unit and situation.
 
     fault_fraction: share of windows with 1..max_faults faults at severities in [0.1, 1].
     incipient_fraction: share of the healthy windows carrying one fault below the detection floor
     (simulated, labelled healthy). observable_only: inject only (component, type) pairs that change
     at least one of the topology's sensors (a fault no sensor can see would be label noise).
-    `progress(k)` is called after every chunk with the number of windows done.
+    faults: restrict injection to these (component_id, anomaly_type) pairs (still filtered by
+    observability when observable_only). `progress(k)` is called after every chunk with the number
+    of windows done.
     """
     _check(n_windows, n_samples, sample_rate_hz)
+    if not 0.0 <= fault_fraction <= 1.0 or not 0.0 <= incipient_fraction <= 1.0:
+        raise ValueError("fault_fraction and incipient_fraction must lie in [0, 1]")
+    if max_faults < 1:
+        raise ValueError("max_faults must be >= 1")
     plant, specs = _plant(topology)
     pairs = observable_pairs(topology) if observable_only else fault_pairs(plant.types[: plant.n_real])
+    if faults is not None:
+        wanted = {(topology.component_index()[c], ANOMALY_INDEX[a]) for c, a in _checked(topology, faults)}
+        pairs = [p for p in pairs if p in wanted]
+        if not pairs and fault_fraction > 0:
+            raise ValueError(f"none of the requested faults is observable with the sensors of '{topology.id}'")
     root = np.random.SeedSequence([seed, 0x5EED])
     label_rng = np.random.default_rng(root.spawn(1)[0])
     sev = sample_severities(label_rng, n_windows, plant.n_real, pairs, fault_fraction, max_faults,
@@ -163,6 +175,17 @@ def simulate(topology: Topology, n_windows: int, *, n_samples: int = 60, sample_
         if progress is not None:
             progress(stop)
     return _batch(topology, plant, specs, series, sev, sample_rate_hz)
+
+
+def _checked(topology: Topology, faults: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    types = {c.id: c.type for c in topology.components}
+    for component, anomaly in faults:
+        if component not in types:
+            raise ValueError(f"unknown component '{component}' in topology '{topology.id}'")
+        if anomaly not in compatible_anomalies(types[component]):
+            raise ValueError(f"{anomaly} cannot be injected into {component} (a {types[component]}); "
+                             f"compatible: {', '.join(compatible_anomalies(types[component]))}")
+    return list(faults)
 
 
 def severity_ramp(n_windows: int, start: float = 0.0, end: float = 1.0,

@@ -82,7 +82,7 @@ def _hold_seconds(moving_cmd: np.ndarray, dt: float) -> np.ndarray:
 
 def _restriction(ctx: Ctx, c: int, p_rated: np.ndarray) -> np.ndarray:
     """Extra pressure drop of a restricted pressure-side component at full flow, [n, 1]."""
-    return 0.45 * p_rated * ctx.s("flow_restriction", c) ** 1.5
+    return 0.45 * p_rated * ctx.s("flow_restriction", c) ** 1.2
 
 
 def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_bar: np.ndarray) -> CircuitState:
@@ -91,8 +91,11 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
     design = plant.design
     relief_valves = [v for v in circ.pressure_side if plant.types[v] == "valve"]
     p_relief_nom = ctx.vary(circ.p_relief, 0.03)
-    # A creeping relief / pressure valve cracks open below its setting: the pressure it holds drops.
-    p_relief = p_relief_nom * (1.0 - 0.5 * ctx.s_any("pressure_drop", relief_valves))
+    # A creeping relief / pressure valve cracks open well below its setting and bleeds oil to tank
+    # from there on: pressure above the cracking point is only partly held (see _crack below).
+    creep = ctx.s_any("pressure_drop", relief_valves)
+    p_relief = p_relief_nom * (1.0 - 0.5 * creep)
+    p_crack = p_relief_nom * (1.0 - 0.75 * creep)
     p_rated = 0.8 * p_relief_nom
     state = CircuitState(circ, [], p_relief, p_rated, np.zeros((n, ctx.n_samples)))
     for p in circ.pumps:
@@ -120,9 +123,9 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
         seal = np.stack([ctx.s("seal_degradation", a) for a in circ.actuators], axis=1)
         vleak = np.stack([ctx.s("leakage", v) if v is not None else np.zeros((n, 1)) for v in valves], axis=1)
         leak = np.stack([ctx.s("leakage", a) for a in circ.actuators], axis=1)
-        decay = np.exp(-hold_s * (0.2 * seal + 0.1 * vleak))
+        decay = np.exp(-hold_s * (0.2 * seal + 0.2 * vleak))
         # Piston bypass lets the chambers equalise: a lower, but steady, holding pressure.
-        p_hold = 0.55 * p_load * (1.0 - 0.3 * vleak) * (1.0 - 0.35 * leak) * decay
+        p_hold = 0.55 * p_load * (1.0 - 0.3 * vleak) * (1.0 - 0.5 * leak) * decay
         margin = np.full((n, 1), METER_BAR)
     else:
         state.consumers = [-1]
@@ -140,11 +143,11 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
         ps_valves = [v for v in circ.pressure_side if plant.types[v] == "valve"]
         stiction = ctx.s_any("valve_stiction", ps_valves)[:, :, None]
         tau0 = max([float(design["tau_valve"][v]) for v in ps_valves] or [0.05])
-        tau = ctx.vary(tau0)[:, :, None] * (1.0 + 30.0 * stiction)
+        tau = ctx.vary(tau0)[:, :, None] * (1.0 + 60.0 * stiction)
     else:
         stiction = np.stack([ctx.s_any("valve_stiction", [v] if v is not None else []) for v in valves], axis=1)
         tau = np.stack([ctx.design("tau_valve", v) if v is not None else np.full((n, 1), 0.05)
-                        for v in valves], axis=1) * (1.0 + 30.0 * stiction)
+                        for v in valves], axis=1) * (1.0 + 60.0 * stiction)
         # Pilot-operated spools move only as fast as their pilot supply lets them.
         pilot_valves = [v for v in circ.pilot if plant.types[v] == "valve"]
         tau = tau * (1.0 + 15.0 * ctx.s_any("valve_stiction", pilot_valves)[:, :, None])
@@ -173,7 +176,7 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
         dp = _restriction(ctx, c, p_rated)
         state.dp_restrict[c] = dp
         restrict_bar[:, downstream] += dp[:, :, None]
-        restrict_flow[:, downstream] *= (1.0 - 0.6 * s_r)[:, :, None]
+        restrict_flow[:, downstream] *= (1.0 - 0.7 * s_r)[:, :, None]
 
     moving = np.abs(u) > 0.03 if circ.kind == "actuated" else np.ones_like(u, dtype=bool)
     if margin is None:
@@ -189,12 +192,19 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
     p_charge = ctx.unit_uniform(0.8, 0.92, (1,)) * p_relief_nom
     floor = p_charge if accs and circ.kind == "actuated" else STANDBY_BAR + back_bar
     p_req = np.minimum(np.maximum(p_req, floor), p_relief)
+    held = np.minimum(p_req, p_crack + 0.35 * np.maximum(p_req - p_crack, 0.0))
+    # Consumers needing more than the held pressure get less flow (orifice law on the margin left).
+    scale = (margin[:, :, None] if margin is not None else 0.1 * p_rated[:, :, None])
+    starved = np.clip(1.0 - (need - held[:, None, :]) / scale, 0.0, 1.0)
+    p_need = np.minimum(p_need, held)
+    p_req = held
 
     q_demand = np.abs(u) * q_cap * restrict_flow * ~stalled if circ.kind == "actuated" else q_cap * restrict_flow
+    q_demand = q_demand * np.where(creep[:, :, None] > 0, starved, 1.0)
     leak_total = np.zeros((n, ctx.n_samples))
     for v in [*circ.pressure_side, *circ.pilot]:
         if plant.types[v] == "valve" and ctx.s("leakage", v).any():
-            state.valve_leak[v] = 0.25 * ctx.s("leakage", v) * circ.q_nom * np.sqrt(p_req / p_rated)
+            state.valve_leak[v] = 0.4 * ctx.s("leakage", v) * circ.q_nom * np.sqrt(p_req / p_rated)
             leak_total += state.valve_leak[v]
     external = np.zeros((n, ctx.n_samples))
     for m in circ.pressure_side:
@@ -218,7 +228,7 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
     p0 = np.zeros((n, 1))
     for a in accs:
         charged = p_charge if circ.kind == "actuated" else p_rated
-        p0_a = ctx.design("precharge_ratio", a) * charged * (1.0 - 0.55 * ctx.s("pressure_drop", a))
+        p0_a = ctx.design("precharge_ratio", a) * charged * (1.0 - 0.7 * ctx.s("pressure_drop", a))
         p0 = p0 + p0_a * ctx.design("v0_seconds", a) * circ.q_nom / 60.0
     p0 = np.where(v0 > 0, p0 / np.maximum(v0, 1e-9), 1.0)
     state.acc_p0 = p0
@@ -233,7 +243,6 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
 
 def _deliver(ctx: Ctx, state: CircuitState, p: np.ndarray) -> None:
     """Pump delivery Q = displacement x speed x volumetric efficiency (leakage, cavitation)."""
-    plant = ctx.plant
     total = np.zeros((ctx.n, ctx.n_samples))
     for pump in state.circ.pumps:
         k_leak = ctx.design("leak_coeff", pump) + 0.4 * ctx.s("leakage", pump)

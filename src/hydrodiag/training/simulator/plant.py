@@ -195,16 +195,16 @@ def _circuits(types: list[str], pumps: list[int], reach: np.ndarray, reach_fwd: 
             groups.remove(g)
         groups.append(sorted({p, *(q for g in merged for q in g)}))
     circuit_of = np.full(len(types), -1, dtype=np.int64)
-    circuits = []
+    circuits: list[Circuit] = []
     for group in groups:
-        members = sorted({j for p in group for j in np.flatnonzero(reach[p]) if j not in group})
+        members = sorted({int(j) for p in group for j in np.flatnonzero(reach[p]) if j not in group})
         acts = [m for m in members if types[m] in ACTUATORS]
         circ = Circuit(kind="offline", pumps=group, members=members, actuators=acts)
         valves = [m for m in members if types[m] == "valve"]
         if acts:
             circ.kind = "actuated"
             feeds = {m for m in members if m not in acts and any(reach_fwd[m, a] for a in acts)}
-            circ.pilot = sorted({j for v in valves if v not in feeds and not reaches_tank[v]
+            circ.pilot = sorted({int(j) for v in valves if v not in feeds and not reaches_tank[v]
                                  for j in [v, *np.flatnonzero(reach[v])] if j in members})
             accs = {m for m in members if types[m] == "accumulator" and m not in circ.pilot}
             # A valve teed off the pressure line straight to tank is a relief / unloading valve: it

@@ -92,7 +92,7 @@ def _circuit_temperatures(ctx: Ctx, st: CircuitState, t_oil: np.ndarray, heat: n
     t_press = t_oil + np.clip(loss / (RHO_CP * np.maximum(q_c, 1e-3) / 60.0), 0.0, 8.0)
     for p in circ.pumps:
         ref = _reference(ctx, "loss_ref", p, 0.1 * float(st.p_rated.mean()) * circ.q_nom / len(circ.pumps) / 600.0)
-        ctx.put(p, "temp", t_oil + 5.0 * _mean(ctx.ch[(p, "loss_kw")]) / ref + 25.0 * ctx.s("overheating", p))
+        ctx.put(p, "temp", t_oil + 5.0 * _mean(ctx.ch[(p, "loss_kw")]) / ref + 35.0 * ctx.s("overheating", p))
     for c in [*circ.pressure_side, *circ.pilot]:
         drop = ctx.get(c, "p_diff")
         local = 0.0 if drop is None else 0.04 * np.clip(_mean(drop) + 0.15 * (drop - _mean(drop)), 0.0, 250.0)
@@ -233,11 +233,11 @@ def _vibration(ctx: Ctx, states: list[CircuitState]) -> None:
         carried = 0.0
         if near is not None and plant.distance[c, near] < 99:
             carried = 0.3 * 0.5 ** (plant.distance[c, near] - 1) * ctx.ch[(near, "vib")]
-        flow = ctx.ch.get((c, "flow"))
+        flow_c = ctx.ch.get((c, "flow"))
         circ = plant.circuit_of[c]
         q_nom = states[circ].circ.q_nom if circ >= 0 else 1.0
-        turbulence = 0.15 * np.abs(flow) / q_nom if flow is not None else 0.0
-        ctx.put(c, "vib", 0.1 + carried + turbulence)
+        turbulence = 0.15 * np.abs(flow_c) / q_nom if flow_c is not None else 0.0
+        ctx.put(c, "vib", np.asarray(0.1 + carried + turbulence))
 
 
 def _flow_reference(ctx: Ctx, states: list[CircuitState], c: int) -> float:
