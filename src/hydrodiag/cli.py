@@ -70,5 +70,33 @@ def evaluate(
                    attach_to=attach_to, merge=merge)
 
 
+@app.command()
+def simulate(
+    topology: str = typer.Option(..., "--topology", help="Template id (excavator, press, crane...) or topology JSON."),
+    windows: int = typer.Option(1000, "--windows", min=1, help="Windows to simulate."),
+    seed: int = typer.Option(0, help="Seed; the same seed and options give the same data."),
+    out: Path = typer.Option(..., "--out", help="Output .npz; the metadata sidecar gets the same name with .json."),
+    samples: int = typer.Option(60, min=2, help="Samples per window."),
+    rate: float = typer.Option(1.0, min=0.001, help="Sample rate in Hz."),
+    fault_fraction: float = typer.Option(0.6, min=0.0, max=1.0, help="Share of windows with faults (random mode)."),
+    max_faults: int = typer.Option(2, min=1, help="Most faults in one window (random mode)."),
+    anomaly: str | None = typer.Option(None, help="Inject only this anomaly type."),
+    component: str | None = typer.Option(None, help="Inject only into this component."),
+    degradation: bool = typer.Option(False, "--degradation",
+                                     help="One unit whose --anomaly on --component ramps from 0 to 1."),
+) -> None:
+    """Simulate sensor windows of a machine (physics-based, docs/SIMULATOR.md) into an .npz + JSON sidecar."""
+    from hydrodiag.errors import HydrodiagError
+    from hydrodiag.training.simulator.export import run_simulate
+
+    try:
+        run_simulate(topology=topology, windows=windows, seed=seed, out=out, samples=samples, rate=rate,
+                     fault_fraction=fault_fraction, max_faults=max_faults, anomaly=anomaly, component=component,
+                     degradation=degradation, echo=typer.echo)
+    except (ValueError, HydrodiagError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 if __name__ == "__main__":
     app()
