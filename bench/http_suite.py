@@ -168,8 +168,13 @@ def profile(
         "collapsed_stacks": str(raw),
         "under_profiler_rps": run["ok_rps"],
         "connections": connections,
-        "top": top_frames(raw) if raw.exists() else {},
+        "top": _trimmed(top_frames(raw)) if raw.exists() else {},
     }
+
+
+def _trimmed(top: dict[str, Any]) -> dict[str, Any]:
+    """Stage shares computed on the full table; only the head of the inclusive table is kept."""
+    return {**top, "stages_pct": stage_shares(top), "inclusive_pct": top["inclusive_pct"][:40]}
 
 
 def _frame(raw: str) -> str:
