@@ -77,6 +77,7 @@ def measure(
             )
         result["payloads"][name] = {"levels": runs, "saturation_rps": saturation(runs)}
     result["memory_after_load"] = server.memory()
+    result["batching"] = server.batching()
     if with_batch:
         run = run_wrk(
             server.url,

@@ -114,6 +114,15 @@ def _closed_loop(results: dict[str, Any], s: dict[str, Any], servers: dict[str, 
             rows.append([name, "saturation", _fmt(r["saturation_rps"], 2), "", ""])
             rows.append([name, "open loop", "", "", _fmt(r["open_loop_p99"], 2)])
         out += _table(["Server", "Clients", "req/s", "p50", "p99"], rows)
+    for name, data in servers.items():
+        if data.get("batching"):
+            b = data["batching"]
+            out += [
+                f"{name} batched {b['items']} requests into {b['batches']} forward passes over "
+                f"{b['workers']} workers during the closed-loop levels: mean batch {b['mean_batch_size']} "
+                "(from its workers' logs).",
+                "",
+            ]
     for payload in [p["name"] for p in results.get("payloads") or []][1:]:
         rows = [
             [name, c, run["ok_rps"], run["latency_ms"]["p50"], run["latency_ms"]["p99"]]

@@ -118,6 +118,28 @@ class Server:
             "processes": len(procs),
         }
 
+    def batching(self) -> dict[str, Any] | None:
+        """Forward passes and items per pass, from the BENCH_BATCHES lines a competitor logs."""
+        last: dict[str, tuple[int, int]] = {}
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("BENCH_BATCHES "):
+                fields = dict(part.split("=", 1) for part in line.split()[1:])
+                last[fields["pid"]] = (int(fields["batches"]), int(fields["items"]))
+        batches, items = sum(b for b, _ in last.values()), sum(i for _, i in last.values())
+        if not batches:
+            return None
+        return {
+            "workers": len(last),
+            "batches": batches,
+            "items": items,
+            "mean_batch_size": round(items / batches, 2),
+            "note": "counted every 50 passes per worker, so the last < 50 passes are missing",
+        }
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
