@@ -231,6 +231,8 @@ def _actuator(ctx: Ctx, st: CircuitState, i: int, a: int, back: np.ndarray) -> N
         p_cap = np.where(retract, back, p_work)
         p_rod = np.where(extend, back + 0.5 * s_leak * p_work, np.where(retract, p_work / ratio * 0.6, 0.5 * back))
         ctx.put(a, "pos", x)
+        # Extending draws the rod volume out of the tank (m2 x mm = litres).
+        ctx.put(a, "oil_l", area * x * (1.0 - ratio))
         ctx.put(a, "p_a", p_cap)
         ctx.put(a, "p_b", p_rod)
         ctx.put(a, "force", (p_cap * area * 1e4 - p_rod * area * ratio * 1e4) / 100.0)

@@ -92,7 +92,7 @@ def solve_circuit(ctx: Ctx, circ: Circuit, speeds: dict[int, np.ndarray], back_b
     relief_valves = [v for v in circ.pressure_side if plant.types[v] == "valve"]
     p_relief_nom = ctx.vary(circ.p_relief, 0.03)
     # A creeping relief / pressure valve cracks open well below its setting and bleeds oil to tank
-    # from there on: pressure above the cracking point is only partly held (see _crack below).
+    # from there on: pressure above the cracking point is only partly held (`held` below).
     creep = ctx.s_any("pressure_drop", relief_valves)
     p_relief = p_relief_nom * (1.0 - 0.5 * creep)
     p_crack = p_relief_nom * (1.0 - 0.75 * creep)
