@@ -34,6 +34,7 @@ class Ctx:
     t: np.ndarray = field(init=False)  # [1, T] seconds since window start
     ch: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (component, channel) -> [n, T]
     _unit_cache: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    vibration_read: set[int] | None = None  # components whose vibration a sensor reads (None = all)
     heat_kw: np.ndarray = field(init=False)  # [n, 1] heat put into the oil, window mean
     segment: np.ndarray = field(init=False)  # [n, T] load-cycle segment index
     intensity: np.ndarray = field(init=False)  # [n, 1] operator aggressiveness

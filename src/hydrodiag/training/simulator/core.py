@@ -84,17 +84,19 @@ def _run(plant: Plant, specs: list[SensorSpec], sev: np.ndarray, op: np.random.G
          unit: np.random.Generator, unit_index: np.ndarray, n_units: int, n_samples: int, dt: float,
          ambient: np.ndarray | None = None) -> np.ndarray:
     """Sensor series [n, S, T] for one chunk; `sev` is [n, C_real, 9]."""
-    ctx = _physics(plant, sev, op, unit, unit_index, n_units, n_samples, dt, ambient)
+    vibration = {s.component for s in specs if s.quantity == "vibration"}
+    ctx = _physics(plant, sev, op, unit, unit_index, n_units, n_samples, dt, ambient, vibration)
     return read_sensors(ctx, specs)
 
 
 def _physics(plant: Plant, sev: np.ndarray, op: np.random.Generator, unit: np.random.Generator,
              unit_index: np.ndarray, n_units: int, n_samples: int, dt: float,
-             ambient: np.ndarray | None = None) -> Ctx:
+             ambient: np.ndarray | None = None, vibration_read: set[int] | None = None) -> Ctx:
     n = sev.shape[0]
     full = np.zeros((n, len(plant.types), len(ANOMALY_TYPES)))
     full[:, : plant.n_real] = sev
     ctx = Ctx(plant, n, n_samples, dt, full, op, unit, unit_index, n_units)
+    ctx.vibration_read = vibration_read
     make_cycle(ctx)
     thermal.prepare(ctx, ambient)
     speeds = driver_speeds(ctx)

@@ -203,8 +203,15 @@ def _vibration(ctx: Ctx, states: list[CircuitState]) -> None:
     design = plant.design
     n, steps = ctx.n, ctx.n_samples
     rotating = [c for c in range(len(plant.types)) if plant.types[c] in ROTATING and (c, "speed") in ctx.ch]
+    # Only what a vibration sensor reads is computed: the components it sits on and, for a
+    # non-rotating one, the rotating machine whose vibration reaches it.
+    wanted = set(range(len(plant.types))) if ctx.vibration_read is None else set(ctx.vibration_read)
+    nearest = {c: min(rotating, key=lambda r: (plant.distance[c, r], r)) for c in wanted if c not in rotating
+               and rotating}
     p_rated = {p: st.p_rated for st in states for p in st.circ.pumps}
     for c in rotating:
+        if c not in wanted and c not in nearest.values():
+            continue
         ctype = plant.types[c]
         speed = np.abs(ctx.ch[(c, "speed")])
         ref = {"pump": 1500.0, "electric_motor": 1500.0}.get(ctype)
@@ -226,10 +233,10 @@ def _vibration(ctx: Ctx, states: list[CircuitState]) -> None:
         cav = 6.0 * s_cav * np.abs(flow) / q_ref * np.abs(1.0 + 0.8 * ctx.op.standard_normal((n, steps)))
         rms = np.sqrt(base**2 + ripple**2 + imbalance**2 + cav**2 + 0.01)
         ctx.put(c, "vib", rms * (1.0 + 0.03 * ctx.op.standard_normal((n, steps))))
-    for c in range(len(plant.types)):
+    for c in sorted(wanted):
         if c in rotating:
             continue
-        near = min(rotating, key=lambda r: (plant.distance[c, r], r)) if rotating else None
+        near = nearest.get(c)
         carried = 0.0
         if near is not None and plant.distance[c, near] < 99:
             carried = 0.3 * 0.5 ** (plant.distance[c, near] - 1) * ctx.ch[(near, "vib")]
