@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -147,6 +148,9 @@ def free_port() -> int:
 def server_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "API_HOST", "API_PORT")}
     env.update(SERVER_ENV)
+    # Each server gets its own history database, never the repository's data/ folder.
+    env["DATA_DIR"] = tempfile.mkdtemp(prefix="hydrodiag-test-")
+    env.pop("DATABASE_URL", None)
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -63,3 +63,26 @@ class DatasetError(HydrodiagError):
 
 class DeviceUnavailableError(HydrodiagError):
     """The configured device (e.g. DEVICE=cuda) does not exist on this machine."""
+
+
+class StorageUnavailableError(HydrodiagError):
+    """The history database cannot be reached right now (reads only: writes are buffered)."""
+
+
+class NotFoundError(HydrodiagError):
+    """A resource named in a path (model version, equipment) does not exist."""
+
+
+class ConflictError(HydrodiagError):
+    """The request conflicts with the current state (e.g. registering a topology id that exists)."""
+
+
+class ModelActivationError(HydrodiagError):
+    """A model version could not be loaded or warmed up; the previously active model keeps serving."""
+
+    def __init__(self, version: str, problem: str, serving: str | None) -> None:
+        still = f"; still serving version '{serving}'" if serving else ""
+        super().__init__(f"model version '{version}' cannot be activated: {problem}{still}")
+        self.version = version
+        self.problem = problem
+        self.serving = serving

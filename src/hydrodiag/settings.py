@@ -18,6 +18,10 @@ from hydrodiag.taxonomy import DEFAULT_ANOMALY_THRESHOLD, DEFAULT_STATUS_THRESHO
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent.parent
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "default.ckpt"
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+SQLITE_FILE_NAME = "hydrodiag.db"
+# Schemes DATABASE_URL may use; plain PostgreSQL URLs are rewritten to the psycopg 3 driver.
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
 
 
 class Settings(BaseSettings):
@@ -25,6 +29,7 @@ class Settings(BaseSettings):
 
     # Model
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="Checkpoint served at start.")
+    model_dir: Path | None = Field(None, description="Versions listed by GET /models; default: MODEL_PATH's folder.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     use_compile: bool = False
     compile_mode: str = "reduce-overhead"
@@ -42,7 +47,22 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"
     api_port: int = Field(8002, ge=1, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    shutdown_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGTERM: longest wait for in-flight work.")
+
+    # Security
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key (or client); 0 = off.")
+
+    # History store
+    database_url: str | None = Field(None, repr=False)
+    data_dir: Path = DEFAULT_DATA_DIR
+    history_buffer_size: int = Field(10_000, ge=1, description="Rows waiting for the database before overflow.")
+    history_write_batch: int = Field(500, ge=1, le=100_000)
+    history_flush_interval_ms: float = Field(100.0, ge=1.0, le=60_000.0)
+    history_retry_max_s: float = Field(5.0, gt=0, le=600.0)
 
     # Input limits
     max_series_length: int = Field(100_000, ge=2)
@@ -66,6 +86,34 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_enough(cls, value: list[str]) -> list[str]:
+        # A short key can be guessed; the message never repeats the key itself.
+        if any(len(key) < 16 for key in value):
+            raise ValueError("every key must be at least 16 characters long")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = value.strip()
+        for prefix in _POSTGRES_PREFIXES:
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        if url.startswith(("postgresql+psycopg://", "sqlite://")):
+            return url
+        raise ValueError("must start with postgresql://, postgresql+psycopg:// or sqlite://")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -77,7 +125,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STATUS_THRESHOLD_HEALTHY > STATUS_THRESHOLD_DEGRADED > STATUS_THRESHOLD_WARNING must hold"
             )
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("CORS_ALLOW_CREDENTIALS=true cannot be combined with CORS_ORIGINS='*'")
         return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the SQLite file under DATA_DIR when it is unset."""
+        return self.database_url or f"sqlite:///{(self.data_dir / SQLITE_FILE_NAME).resolve()}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.model_path.parent
 
     @property
     def status_thresholds(self) -> dict[str, float]:

@@ -1,9 +1,13 @@
 """FastAPI application factory.
 
 The model loads in the background after start-up: /health answers at once (liveness) and /ready
-turns 200 only when the model is loaded and warmed up, which is what an orchestrator or a load
-balancer waits for. A failed load is logged, reported by /health (503) and /ready, and never
-retried silently.
+turns 200 only when the model is loaded and warmed up and the history database is migrated (with
+its registered topologies and bindings loaded), which is what an orchestrator or a load balancer
+waits for. A failed model load is logged, reported by /health (503) and /ready, and never retried
+silently; an unreachable database is retried in the background.
+
+Shutdown (uvicorn's SIGTERM handling stops accepting and waits for open requests first): finish
+what the batcher still holds, then flush the history buffer, then close the database.
 """
 
 from __future__ import annotations
@@ -19,11 +23,20 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import REQUEST_ID_HEADER, install_error_handlers
+from hydrodiag.api.metrics import HttpMetrics, MetricsMiddleware
+from hydrodiag.api.metrics import router as metrics_router
 from hydrodiag.api.middleware import RequestContextMiddleware
+from hydrodiag.api.oip import router as oip_router
 from hydrodiag.api.routes import router
-from hydrodiag.errors import HydrodiagError
+from hydrodiag.api.routes_history import router as history_router
+from hydrodiag.api.routes_models import router as models_router
+from hydrodiag.api.security import API_KEY_HEADER, SecurityMiddleware
+from hydrodiag.errors import HydrodiagError, StorageUnavailableError, TopologyError
 from hydrodiag.inference.engine import InferenceEngine
+from hydrodiag.inference.lifecycle import ModelLifecycle
 from hydrodiag.settings import Settings, get_settings
+from hydrodiag.store.sql import HistoryDatabase, WriterConfig
+from hydrodiag.topology.schema import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +45,7 @@ DESCRIPTION = (
     "system and per-component health, the probabilities of 9 anomaly types, and the degradation trend of "
     "each machine."
 )
+STORE_RETRY_MAX_S = 5.0
 
 
 async def _load_model(app: FastAPI, engine: InferenceEngine) -> None:
@@ -51,42 +65,98 @@ async def _load_model(app: FastAPI, engine: InferenceEngine) -> None:
             logger.info("ready: model %s version %s on %s", served.path, served.model_version, served.device)
 
 
-def create_app(settings: Settings | None = None, engine: InferenceEngine | None = None) -> FastAPI:
-    """The app serving `engine` (by default one built from `settings`, which the app then owns)."""
+async def _open_store(app: FastAPI, database: HistoryDatabase, engine: InferenceEngine) -> None:
+    """Migrate, then load registered topologies and bindings; retried until the database answers."""
+    delay = 0.5
+    while True:
+        try:
+            await asyncio.to_thread(database.open)
+            definitions = await asyncio.to_thread(database.load_topologies)
+            bindings = await asyncio.to_thread(database.load_bindings)
+            break
+        except StorageUnavailableError:
+            logger.warning("history database %s unreachable; retrying in %.1fs", database.display_url, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
+    for definition in definitions:
+        try:
+            engine.registry.register(Topology.model_validate(definition))
+        except (ValueError, TopologyError) as exc:
+            logger.error("stored topology %s is invalid and was skipped: %s", definition.get("id"), exc)
+    engine.bindings.update(bindings)
+    app.state.store_ready = True
+    logger.info("history: %d registered topologies, %d equipment bindings", len(definitions), len(bindings))
+
+
+def history_database(settings: Settings) -> HistoryDatabase:
+    return HistoryDatabase(
+        settings.resolved_database_url,
+        writer=WriterConfig(buffer_size=settings.history_buffer_size, batch_size=settings.history_write_batch,
+                            flush_interval_s=settings.history_flush_interval_ms / 1000.0,
+                            retry_max_s=settings.history_retry_max_s),
+        cache_points=settings.history_max_points, cache_equipment=settings.history_max_equipment,
+    )
+
+
+def create_app(settings: Settings | None = None, engine: InferenceEngine | None = None,
+               history: HistoryDatabase | None = None) -> FastAPI:
+    """The app serving `engine`. Without an engine, the app builds one from `settings` together with
+    the history database (DATABASE_URL, else SQLite under DATA_DIR) and owns both."""
     settings = settings or get_settings()
     owns_engine = engine is None
-    served_engine = engine or InferenceEngine(settings=settings, auto_start=False)
+    if owns_engine and history is None:
+        history = history_database(settings)
+    served_engine = engine or InferenceEngine(settings=settings, history=history, auto_start=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = None
+        tasks = []
         if not served_engine.is_loaded:
-            loader = asyncio.create_task(_load_model(app, served_engine), name="hydrodiag-model-load")
+            tasks.append(asyncio.create_task(_load_model(app, served_engine), name="hydrodiag-model-load"))
+        if history is not None:
+            tasks.append(asyncio.create_task(_open_store(app, history, served_engine), name="hydrodiag-store"))
         try:
             yield
         finally:
-            if loader is not None and not loader.done():
-                loader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loader
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if owns_engine:
-                await served_engine.close()
+                await served_engine.close(drain_timeout_s=settings.shutdown_timeout_s)
+            if history is not None:
+                complete = await asyncio.to_thread(history.close, settings.shutdown_timeout_s)
+                logger.info("history flushed (%s); shutdown complete", "complete" if complete else "INCOMPLETE")
 
     app = FastAPI(title="hydrodiag", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.engine = served_engine
     app.state.settings = settings
     app.state.load_error = None
+    app.state.history = history
+    app.state.store_ready = history is None
+    app.state.lifecycle = ModelLifecycle(served_engine, settings.resolved_model_dir)
+    app.state.metrics = HttpMetrics(served_engine, history)
     install_error_handlers(app)
+    # Middleware: the last added is the outermost. Request context > metrics > CORS > security, so
+    # refusals carry request ids and CORS headers and are counted, and a preflight needs no key.
+    app.add_middleware(SecurityMiddleware, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes,
+                       rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.cors_origins:
-        # Credentials stay off: the API has no cookies or auth, and '*' with credentials is unsafe.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_credentials=False,
-            allow_methods=["GET", "POST"],
-            allow_headers=["*"],
+            # Keys travel in headers, so cookies are not needed; settings refuse '*' with credentials.
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Content-Type", "Authorization", API_KEY_HEADER, REQUEST_ID_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         )
-    app.add_middleware(RequestContextMiddleware)  # added last = outermost: it sees every response
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=app.router.routes)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(router)
+    app.include_router(history_router)
+    app.include_router(models_router)
+    app.include_router(oip_router)
+    app.include_router(metrics_router)
     return app

@@ -21,11 +21,15 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hydrodiag.errors import (
+    ConflictError,
     EngineClosedError,
     HydrodiagError,
     InvalidInputError,
+    ModelActivationError,
     ModelNotLoadedError,
+    NotFoundError,
     QueueFullError,
+    StorageUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,8 +133,14 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, summary or "invalid request", request, detail)
 
 
+def _reason(request: Request, reason: str) -> None:
+    """Tells the metrics middleware why this request was refused (finer than the status code)."""
+    request.scope.setdefault("state", {})["reject_reason"] = reason
+
+
 async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, QueueFullError)
+    _reason(request, "queue_full")
     retry_after = str(max(1, math.ceil(exc.retry_after_s)))
     return error_response(503, str(exc), request, headers={"Retry-After": retry_after})
 
@@ -138,6 +148,27 @@ async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, str(exc) or "service unavailable", request,
                           headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    _reason(request, "storage_unavailable")
+    return error_response(503, str(exc), request, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, str(exc), request)
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, str(exc), request)
+
+
+async def _activation_failed(request: Request, exc: Exception) -> JSONResponse:
+    # 422: the version exists but its checkpoint cannot be served; the old model keeps serving.
+    assert isinstance(exc, ModelActivationError)
+    _reason(request, "activation_failed")
+    detail = [{"loc": ["path", "version"], "field": "version", "msg": exc.problem, "type": "activation_failed"}]
+    return error_response(422, str(exc), request, detail)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -159,5 +190,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(ModelNotLoadedError, _unavailable)
     app.add_exception_handler(EngineClosedError, _unavailable)
+    app.add_exception_handler(StorageUnavailableError, _storage_unavailable)
+    app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(ConflictError, _conflict)
+    app.add_exception_handler(ModelActivationError, _activation_failed)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(HydrodiagError, _unexpected_domain_error)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import ErrorBody, request_id_of
-from hydrodiag.errors import ModelNotLoadedError, UnknownTopologyError
+from hydrodiag.errors import ModelNotLoadedError, StorageUnavailableError, UnknownTopologyError
 from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.schemas import (
     BatchPredictionRequest,
@@ -77,11 +77,13 @@ async def health(request: Request) -> Any:
 @router.get("/ready", response_model=ReadyResponse, tags=["service"],
             responses={503: {"model": ErrorBody, "description": "No model loaded yet, or its load failed."}})
 async def ready(request: Request) -> ReadyResponse:
-    """Readiness: 200 once a model is loaded and warmed up."""
+    """Readiness: 200 once a model is loaded and warmed up and the history database is migrated."""
     served = _engine(request).model
     if served is None:
         error = _load_error(request)
         raise ModelNotLoadedError(f"model failed to load: {error}" if error else "model is loading")
+    if not getattr(request.app.state, "store_ready", True):
+        raise StorageUnavailableError("history database is not reachable yet")
     return ReadyResponse(ready=True, model_version=served.model_version)
 
 

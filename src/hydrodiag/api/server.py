@@ -8,7 +8,9 @@ stderr and exit status 2, before any heavy start-up work.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -61,6 +63,7 @@ def run_server(
     configure_logging(settings.log_level)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    _exit_cleanly_after_signals()
     uvloop = importlib.util.find_spec("uvloop") is not None
     httptools = importlib.util.find_spec("httptools") is not None
     uvicorn.run(
@@ -70,5 +73,14 @@ def run_server(
         loop="uvloop" if uvloop else "asyncio",
         http="httptools" if httptools else "h11",
         log_config=logging_config(settings.log_level),
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
     )
+    logging.getLogger(__name__).info("server stopped")
+
+
+def _exit_cleanly_after_signals() -> None:
+    """uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal with the handler
+    that was installed before it; a no-op handler there lets the process end with status 0 after a
+    clean shutdown, which is what process supervisors read as success."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)

@@ -23,6 +23,7 @@ from torch_geometric.data import Batch
 from hydrodiag.errors import InvalidInputError, ModelNotLoadedError
 from hydrodiag.inference.batcher import DynamicBatcher, LatencyTracker
 from hydrodiag.inference.manager import ModelManager, ServedModel, resolve_device
+from hydrodiag.inference.metrics import BATCH_SIZE_BUCKETS, BucketHistogram
 from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response, split_output
 from hydrodiag.inference.preprocess import InputLimits, PreparedGraph, Preprocessor
 from hydrodiag.inference.schemas import BatchPredictionResponse, PredictionRequest, PredictionResponse
@@ -124,6 +125,9 @@ class InferenceEngine:
             max_wait_ms=self.config.max_wait_ms,
             merge_submissions=self.config.use_dynamic_batching,
         )
+        # equipment id -> topology id (PUT /equipment/{id}); used when a request names no topology.
+        self.bindings: dict[str, str] = {}
+        self.batch_sizes = BucketHistogram(BATCH_SIZE_BUCKETS)
         self._served: ServedModel | None = None
         self._start_lock: asyncio.Lock | None = None
         self._counters = _Counters()
@@ -163,8 +167,18 @@ class InferenceEngine:
         logger.info("now serving %s (version %s)", served.path, served.model_version)
         return served.info()
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop: with `drain_timeout_s`, queued and running requests get that long to finish first."""
+        deadline = time.monotonic() + drain_timeout_s
+        while (self._batcher.queue_size or self._batcher.processing) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         await self._batcher.close()
+
+    def bind_equipment(self, equipment_id: str, topology_id: str) -> Topology:
+        """Requests of this machine that name no topology get this one (it must be registered)."""
+        topology = self.registry.get(topology_id)
+        self.bindings[equipment_id] = topology_id
+        return topology
 
     async def _current_model(self) -> ServedModel:
         served = self._served
@@ -227,7 +241,8 @@ class InferenceEngine:
         def run() -> list[PreparedGraph]:
             prepare = self.preprocessor.prepare
             return [
-                prepare(req, served.checkpoint, topology, f"requests[{i}]." if batch else "")
+                prepare(req, served.checkpoint, self._default_topology(req, topology),
+                        f"requests[{i}]." if batch else "")
                 for i, req in enumerate(requests)
             ]
 
@@ -237,6 +252,13 @@ class InferenceEngine:
         except InvalidInputError:
             self._counters.invalid += 1
             raise
+
+    def _default_topology(self, request: PredictionRequest, topology: Topology | None) -> Topology | None:
+        """The caller's default, else the topology the machine is bound to (PUT /equipment/{id})."""
+        if topology is not None or request.topology is not None or request.topology_id is not None:
+            return topology
+        bound = self.bindings.get(request.equipment_id)
+        return self.registry.get(bound) if bound is not None else None
 
     def _forward(self, jobs: list[_Job]) -> list[GraphOutput]:
         """Runs on the batcher's thread. Graphs built for different models (only around a swap) go
@@ -267,6 +289,7 @@ class InferenceEngine:
             outputs = split_output(output, len(items), served.model_version)
         self._counters.forward_passes += 1
         self._counters.forward_graphs += len(items)
+        self.batch_sizes.observe(len(items))
         return outputs
 
     def _respond(
@@ -279,7 +302,7 @@ class InferenceEngine:
             request.equipment_id, request.timestamp, output.model_version, output.system_health,
             {cid: float(h) for cid, h in zip(layout.component_ids, output.component_health, strict=True)},
             {name: p for name, p in zip(ANOMALY_TYPES, output.system_probabilities.tolist(), strict=True)},
-            elapsed_ms,
+            elapsed_ms, request_id=request_id, topology_id=prepared.topology_id,
         )
         history = [
             (point.timestamp, point.system_health)

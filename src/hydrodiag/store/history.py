@@ -1,8 +1,8 @@
 """Bounded, thread-safe history of predictions per equipment.
 
 The trend estimator only needs `append` and `recent`, so it depends on the `HistoryStore`
-protocol; a SQL-backed store (DATABASE_URL, a later issue) can replace the in-memory one without
-touching the inference core.
+protocol. The in-memory store serves library use and tests; the server uses the SQL store
+(`store/sql.py`), which keeps an in-memory store as its read-through cache of recent points.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ class HealthPoint:
     component_health: dict[str, float] = field(default_factory=dict)
     anomalies: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0
+    request_id: str | None = None
+    topology_id: str | None = None
 
 
 @runtime_checkable
@@ -37,6 +39,9 @@ class HistoryStore(Protocol):
         component_health: dict[str, float],
         anomalies: dict[str, float],
         latency_ms: float,
+        *,
+        request_id: str | None = None,
+        topology_id: str | None = None,
     ) -> None: ...
 
     def recent(self, equipment_id: str, limit: int | None = None) -> list[HealthPoint]:
@@ -65,6 +70,9 @@ class InMemoryHistoryStore:
         component_health: dict[str, float],
         anomalies: dict[str, float],
         latency_ms: float,
+        *,
+        request_id: str | None = None,
+        topology_id: str | None = None,
     ) -> None:
         point = HealthPoint(
             timestamp=timestamp,
@@ -73,7 +81,12 @@ class InMemoryHistoryStore:
             component_health=dict(component_health),
             anomalies=dict(anomalies),
             latency_ms=float(latency_ms),
+            request_id=request_id,
+            topology_id=topology_id,
         )
+        self.add(equipment_id, point)
+
+    def add(self, equipment_id: str, point: HealthPoint) -> None:
         with self._lock:
             points = self._points.get(equipment_id)
             if points is None:
@@ -92,6 +105,19 @@ class InMemoryHistoryStore:
                 return []
             items = list(points)
         return items if limit is None or limit >= len(items) else items[len(items) - limit :]
+
+    def contains(self, equipment_id: str) -> bool:
+        with self._lock:
+            return equipment_id in self._points
+
+    def seed(self, equipment_id: str, points: list[HealthPoint]) -> None:
+        """Prime an equipment's history (oldest first) unless it is already known."""
+        with self._lock:
+            if equipment_id in self._points:
+                return
+            self._points[equipment_id] = deque(points[-self.max_points :], maxlen=self.max_points)
+            while len(self._points) > self.max_equipment:
+                self._points.popitem(last=False)
 
     def equipment_ids(self) -> list[str]:
         """Known equipment, least recently updated first."""

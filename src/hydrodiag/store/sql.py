@@ -1,0 +1,286 @@
+"""The history database: predictions, registered topologies and equipment bindings (SQLAlchemy 2).
+
+SQLite file by default, PostgreSQL (psycopg 3) when DATABASE_URL says so. The schema is migrated
+with Alembic at start (`open`). Prediction rows go through a `BufferedWriter`, so the request path
+never waits for the database; the degradation trend reads the recent points of a machine from an
+in-memory read-through cache, seeded from the database the first time this process sees the
+machine, so the trend survives a restart. Every SQLAlchemy failure leaves this module as
+`StorageUnavailableError` (or `ConflictError`), never as a driver exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from hydrodiag.errors import ConflictError, StorageUnavailableError
+from hydrodiag.store.history import HealthPoint, InMemoryHistoryStore
+from hydrodiag.store.tables import equipment, predictions, topologies
+from hydrodiag.store.writer import BufferedWriter, Row
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 3
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    buffer_size: int = 10_000
+    batch_size: int = 500
+    flush_interval_s: float = 0.1
+    retry_max_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    equipment_id: str
+    timestamp: datetime
+    model_version: str
+    topology_id: str | None
+    system_health: float
+    component_health: dict[str, float]
+    anomaly_probabilities: dict[str, float]
+    latency_ms: float
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[HistoryRecord]
+    total: int
+    limit: int
+    offset: int
+
+
+def safe_url(url: str) -> str:
+    """The URL for logs and messages: the password never leaves the process."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def create_db_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL: the writer thread and readers do not block each other.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    # pre_ping replaces connections that died with a database restart instead of failing a query.
+    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=5,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("hydrodiag.store") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class HistoryDatabase:
+    """Implements the `HistoryStore` protocol for the inference core, plus the queries of the API."""
+
+    def __init__(self, url: str, *, writer: WriterConfig | None = None, cache_points: int = 256,
+                 cache_equipment: int = 10_000) -> None:
+        self.url = url
+        self.display_url = safe_url(url)
+        self.engine = create_db_engine(url)
+        self.backend = self.engine.dialect.name
+        cfg = writer or WriterConfig()
+        self.writer = BufferedWriter(self._insert_rows, capacity=cfg.buffer_size, batch_size=cfg.batch_size,
+                                     flush_interval_s=cfg.flush_interval_s, retry_max_s=cfg.retry_max_s)
+        self.cache = InMemoryHistoryStore(cache_points, cache_equipment)
+        self.cache_points = cache_points
+        self.schema_ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Migrate the schema and start the writer; raises StorageUnavailableError if unreachable."""
+        try:
+            migrate(self.engine)
+        except SQLAlchemyError as exc:
+            raise self._unavailable("migrating the schema", exc) from None
+        self.schema_ready = True
+        self.writer.start()
+        logger.info("history database ready: %s", self.display_url)
+
+    def flush(self, timeout_s: float) -> bool:
+        return self.writer.flush(timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Write every buffered row (retrying up to `timeout_s`), then release connections."""
+        complete = self.writer.close(timeout_s) if self.schema_ready else self.writer.size == 0
+        self.engine.dispose()
+        return complete
+
+    def _unavailable(self, action: str, exc: Exception) -> StorageUnavailableError:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        logger.warning("history database %s: %s failed: %s", self.display_url, action, first)
+        return StorageUnavailableError(f"history database unavailable while {action}; retry later")
+
+    # -- HistoryStore protocol (request path) ----------------------------------------------------
+
+    def append(
+        self, equipment_id: str, timestamp: datetime, model_version: str, system_health: float,
+        component_health: dict[str, float], anomalies: dict[str, float], latency_ms: float, *,
+        request_id: str | None = None, topology_id: str | None = None,
+    ) -> None:
+        self._ensure_cached(equipment_id)
+        point = HealthPoint(timestamp=_utc(timestamp), model_version=model_version,
+                            system_health=float(system_health), component_health=dict(component_health),
+                            anomalies=dict(anomalies), latency_ms=float(latency_ms), request_id=request_id,
+                            topology_id=topology_id)
+        self.cache.add(equipment_id, point)
+        self.writer.put({
+            "uid": uuid.uuid4().hex, "equipment_id": equipment_id, "timestamp": point.timestamp,
+            "model_version": model_version, "topology_id": topology_id, "system_health": point.system_health,
+            "component_health": point.component_health, "anomaly_probabilities": point.anomalies,
+            "latency_ms": point.latency_ms, "request_id": request_id, "recorded_at": datetime.now(UTC),
+        })
+
+    def recent(self, equipment_id: str, limit: int | None = None) -> list[HealthPoint]:
+        self._ensure_cached(equipment_id)
+        return self.cache.recent(equipment_id, limit)
+
+    def _ensure_cached(self, equipment_id: str) -> None:
+        """Seed the cache with the machine's latest stored points, once per machine and process.
+
+        One indexed query the first time a machine is seen. If the database is down then, the
+        trend starts from what this process sees (logged) rather than failing the prediction.
+        """
+        if self.cache.contains(equipment_id):
+            return
+        points: list[HealthPoint] = []
+        if self.schema_ready:
+            query = (select(predictions).where(predictions.c.equipment_id == equipment_id)
+                     .order_by(predictions.c.timestamp.desc(), predictions.c.id.desc()).limit(self.cache_points))
+            try:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(query).mappings().all()
+                points = [_point(row) for row in reversed(rows)]
+            except SQLAlchemyError as exc:
+                logger.warning("history of %s not read (%s); its trend starts from new points", equipment_id,
+                               str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        self.cache.seed(equipment_id, points)
+
+    def _insert_rows(self, rows: list[Row]) -> None:
+        """Writer thread: one transaction per batch; rows already stored (same uid) are skipped."""
+        if not self.schema_ready:
+            migrate(self.engine)
+            self.schema_ready = True
+        dialect = postgresql if self.backend == "postgresql" else sqlite if self.backend == "sqlite" else None
+        if dialect is None:
+            statement: Any = insert(predictions)
+        else:
+            statement = dialect.insert(predictions).on_conflict_do_nothing(index_elements=["uid"])
+        with self.engine.begin() as conn:
+            conn.execute(statement, rows)
+
+    # -- queries of the API ----------------------------------------------------------------------
+
+    def query(self, equipment_id: str, start: datetime | None, end: datetime | None, limit: int,
+              offset: int) -> HistoryPage:
+        """Stored predictions of a machine in [start, end), oldest first."""
+        condition = predictions.c.equipment_id == equipment_id
+        if start is not None:
+            condition &= predictions.c.timestamp >= _utc(start)
+        if end is not None:
+            condition &= predictions.c.timestamp < _utc(end)
+        rows_query = (select(predictions).where(condition)
+                      .order_by(predictions.c.timestamp, predictions.c.id).limit(limit).offset(offset))
+        try:
+            with self.engine.connect() as conn:
+                total = int(conn.execute(select(func.count()).select_from(predictions).where(condition))
+                            .scalar_one())
+                rows = conn.execute(rows_query).mappings().all()
+        except SQLAlchemyError as exc:
+            raise self._unavailable("reading history", exc) from None
+        items = [HistoryRecord(
+            equipment_id=row["equipment_id"], timestamp=_utc(row["timestamp"]), model_version=row["model_version"],
+            topology_id=row["topology_id"], system_health=row["system_health"],
+            component_health=dict(row["component_health"]), anomaly_probabilities=dict(row["anomaly_probabilities"]),
+            latency_ms=row["latency_ms"], request_id=row["request_id"]) for row in rows]
+        return HistoryPage(items=items, total=total, limit=limit, offset=offset)
+
+    def count_predictions(self) -> int:
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(predictions)).scalar_one())
+        except SQLAlchemyError as exc:
+            raise self._unavailable("counting predictions", exc) from None
+
+    def save_topology(self, topology_id: str, definition: dict[str, Any]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(topologies).values(id=topology_id, definition=definition,
+                                                       created_at=datetime.now(UTC)))
+        except IntegrityError:
+            raise ConflictError(f"topology '{topology_id}' is already registered") from None
+        except SQLAlchemyError as exc:
+            raise self._unavailable("registering a topology", exc) from None
+
+    def load_topologies(self) -> list[dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(topologies.c.definition).order_by(topologies.c.id)).all()
+        except SQLAlchemyError as exc:
+            raise self._unavailable("reading topologies", exc) from None
+        return [dict(row[0]) for row in rows]
+
+    def bind_equipment(self, equipment_id: str, topology_id: str) -> None:
+        now = datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                updated = conn.execute(equipment.update().where(equipment.c.id == equipment_id)
+                                       .values(topology_id=topology_id, updated_at=now)).rowcount
+                if not updated:
+                    conn.execute(insert(equipment).values(id=equipment_id, topology_id=topology_id, updated_at=now))
+        except SQLAlchemyError as exc:
+            raise self._unavailable("binding equipment", exc) from None
+
+    def load_bindings(self) -> dict[str, str]:
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(equipment.c.id, equipment.c.topology_id)).all()
+        except SQLAlchemyError as exc:
+            raise self._unavailable("reading equipment bindings", exc) from None
+        return {str(row[0]): str(row[1]) for row in rows}
+
+    def stats(self) -> dict[str, Any]:
+        return {"backend": self.backend, "schema_ready": self.schema_ready, **self.writer.stats()}
+
+
+def _point(row: Any) -> HealthPoint:
+    return HealthPoint(timestamp=_utc(row["timestamp"]), model_version=row["model_version"],
+                       system_health=float(row["system_health"]), component_health=dict(row["component_health"]),
+                       anomalies=dict(row["anomaly_probabilities"]), latency_ms=float(row["latency_ms"]),
+                       request_id=row["request_id"], topology_id=row["topology_id"])

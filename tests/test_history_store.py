@@ -1,0 +1,90 @@
+"""The history database on SQLite files and on the real PostgreSQL: migration, buffered writes,
+retry after a real write failure, counted overflow, queries, and the trend surviving a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pg import scratch_database
+
+from hydrodiag.errors import ConflictError
+from hydrodiag.settings import load_settings
+from hydrodiag.store.history import HistoryStore
+from hydrodiag.store.sql import HistoryDatabase, WriterConfig
+
+FAST = WriterConfig(buffer_size=1000, batch_size=50, flush_interval_s=0.02, retry_max_s=0.2)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _append(db: HistoryDatabase, equipment: str, i: int, health: float = 0.9) -> None:
+    db.append(equipment, T0 + timedelta(minutes=i), "v-test", health, {"pump": health}, {"leakage": 0.1}, 2.5,
+              request_id=f"{equipment}-{i}", topology_id="uci_test_rig")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        with scratch_database("hd_store") as url:
+            yield load_settings(database_url=url).resolved_database_url
+
+
+def test_write_query_and_restart(database_url: str) -> None:
+    db = HistoryDatabase(database_url, writer=FAST, cache_points=8)
+    db.open()
+    assert isinstance(db, HistoryStore)
+    for i in range(12):
+        _append(db, "press-1", i, 0.9 - i * 0.01)
+    _append(db, "press-2", 0)
+    assert db.flush(10)
+    page = db.query("press-1", T0 + timedelta(minutes=2), T0 + timedelta(minutes=10), limit=3, offset=3)
+    assert page.total == 8
+    assert [r.request_id for r in page.items] == ["press-1-5", "press-1-6", "press-1-7"]
+    assert page.items[0].timestamp == T0 + timedelta(minutes=5)
+    assert page.items[0].component_health == {"pump": pytest.approx(0.85)}
+    db.save_topology("custom_rig", {"id": "custom_rig", "components": [{"id": "pump", "type": "pump"}]})
+    with pytest.raises(ConflictError):
+        db.save_topology("custom_rig", {"id": "custom_rig", "components": []})
+    db.bind_equipment("press-1", "uci_test_rig")
+    db.bind_equipment("press-1", "custom_rig")
+    assert db.close(10)
+
+    # A new process: migration is idempotent, and the trend's recent points come from the database.
+    again = HistoryDatabase(database_url, writer=FAST, cache_points=8)
+    again.open()
+    recent = again.recent("press-1")
+    assert [p.request_id for p in recent] == [f"press-1-{i}" for i in range(4, 12)]
+    assert again.load_bindings() == {"press-1": "custom_rig"}
+    assert [t["id"] for t in again.load_topologies()] == ["custom_rig"]
+    assert again.count_predictions() == 13
+    again.close(10)
+
+
+def test_failed_writes_are_retried_and_overflow_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "history.db"
+    db = HistoryDatabase(f"sqlite:///{path}", writer=WriterConfig(buffer_size=5, batch_size=2,
+                                                                  flush_interval_s=0.02, retry_max_s=0.1))
+    db.open()
+    # A real failure of the database: the table disappears under the writer (as in a botched migration).
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE predictions RENAME TO predictions_away")
+    for i in range(7):
+        _append(db, "rig", i)
+    deadline = time.monotonic() + 10
+    while db.writer.write_failures < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stats = db.writer.stats()
+    assert stats["write_failures"] >= 2 and stats["buffered"] == 5 and stats["dropped"] == 2
+    assert stats["last_error"] and "predictions" in stats["last_error"]
+    assert any("history buffer full" in r.getMessage() for r in caplog.records)
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE predictions_away RENAME TO predictions")
+    assert db.flush(10)
+    assert db.count_predictions() == 5
+    assert db.close(5)
