@@ -77,7 +77,7 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     # With parallel folds every training process gets one thread, the universality model too.
     recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1 if jobs > 1 else 0),
                     simulated_windows=simulated_windows, holdout_topology=holdout_topology)
-    config = EvaluationConfig(recipe=recipe, max_folds=max_folds)
+    config = EvaluationConfig(recipe=recipe, max_folds=max_folds, cache_dir=out / ".folds")
     results = {}
     with progress_bar() as progress:
         tasks = {split: progress.add_task(split, total=len(split_folds(uci, split, seed)[:max_folds]), status="folds")

@@ -9,10 +9,13 @@ random-forest baseline runs on the same folds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +37,13 @@ class EvaluationConfig:
     max_folds: int | None = None  # smoke runs evaluate only the first folds of each split
     anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD
     universality: bool = True
+    cache_dir: Path | None = None  # finished folds are kept here, so an interrupted run resumes
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    text = json.dumps({"train": recipe.train.to_dict(), "sim": recipe.simulated_windows,
+                       "topologies": recipe.training_topologies()}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def split_folds(data: UciData, split: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -76,6 +86,18 @@ class FoldResult:
     system: np.ndarray  # [n_test, 9]
     forest: dict[str, np.ndarray]
 
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"test": self.test, "health": self.health, "anomaly": self.anomaly, "system": self.system,
+                  **{f"forest_{k}": v for k, v in self.forest.items()}}
+        np.savez(path, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path) -> FoldResult:
+        with np.load(path) as data:
+            forest = {k.removeprefix("forest_"): data[k] for k in data.files if k.startswith("forest_")}
+            return cls(data["test"], data["health"], data["anomaly"], data["system"], forest)
+
 
 def run_fold(recipe: Recipe, data: UciData, train: np.ndarray, test: np.ndarray,
              progress: ProgressCallback | None = None) -> FoldResult:
@@ -112,20 +134,35 @@ def evaluate_split(config: EvaluationConfig, data: UciData, split: str, jobs: in
         for component, grades in result.forest.items():
             forest[component][result.test] = grades
 
+    cache = {k: config.cache_dir / f"{split}-{k}-{recipe_fingerprint(config.recipe)}.npz"
+             for k in range(len(folds))} if config.cache_dir else {}
+    pending = []
+    for k in range(len(folds)):
+        if k in cache and cache[k].exists():
+            collect(FoldResult.load(cache[k]))
+        else:
+            pending.append(k)
+    done = len(folds) - len(pending)
+
+    def finish(k: int, result: FoldResult) -> None:
+        nonlocal done
+        collect(result)
+        if k in cache:
+            result.save(cache[k])
+        done += 1
+        if on_fold_done:
+            on_fold_done(split, done, len(folds))
+
     if jobs <= 1:
-        for k, (train, test) in enumerate(folds):
-            collect(run_fold(config.recipe, data, train, test))
-            if on_fold_done:
-                on_fold_done(split, k + 1, len(folds))
+        for k in pending:
+            finish(k, run_fold(config.recipe, data, *folds[k]))
     else:
         recipe = replace(config.recipe, train=replace(config.recipe.train, threads=1))
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_fold, recipe, data, train, test) for train, test in folds]
-            for done, future in enumerate(as_completed(futures), start=1):
-                collect(future.result())
-                if on_fold_done:
-                    on_fold_done(split, done, len(folds))
+            futures = {pool.submit(run_fold, recipe, data, *folds[k]): k for k in pending}
+            for future in as_completed(futures):
+                finish(futures[future], future.result())
     return split_metrics(config, data, tested, health, anomaly, system, forest, len(folds))
 
 
