@@ -74,8 +74,9 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
 
     watch = Stopwatch()
     uci = load_uci(data)
-    # With parallel folds every training process gets one thread, the universality model too.
-    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1 if jobs > 1 else 0),
+    # One torch thread per training process: on a small machine several single-threaded trainings
+    # beat multi-threaded ones whose threads spin while waiting for each other.
+    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1),
                     simulated_windows=simulated_windows, holdout_topology=holdout_topology)
     config = EvaluationConfig(recipe=recipe, max_folds=max_folds, cache_dir=out / ".folds")
     results = {}
