@@ -61,13 +61,14 @@ def evaluate(
     jobs: int = typer.Option(2, min=1, help="Folds trained in parallel processes (one torch thread each)."),
     attach_to: Path | None = typer.Option(None, help="Checkpoint trained by the same recipe: store the summary in it."),
     merge: bool = typer.Option(False, help="Keep the other splits of an existing report in --out."),
+    universality: bool = typer.Option(True, help="Also train and test against the held-out simulated topology."),
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
 
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
                    holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","), jobs=jobs,
-                   attach_to=attach_to, merge=merge)
+                   attach_to=attach_to, merge=merge, universality=universality)
 
 
 @app.command()

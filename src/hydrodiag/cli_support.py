@@ -56,7 +56,7 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
 
 def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
                    holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int,
-                   attach_to: Path | None = None, merge: bool = False) -> None:
+                   attach_to: Path | None = None, merge: bool = False, universality: bool = True) -> None:
     import platform
     import sys
 
@@ -91,13 +91,14 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
 
         for split in splits:
             results[split] = evaluate_split(config, uci, split, jobs, fold_done)
-        universality = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs)) \
-            if holdout_topology and simulated_windows else None
+        held_out = None
+        if universality and holdout_topology and simulated_windows:
+            held_out = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs))
     existing = out / "report.json"
     previous = json.loads(existing.read_text(encoding="utf-8")) if merge and existing.exists() else {}
     # A report may be assembled from several runs (e.g. one per split); each run's command is kept.
     results = {**previous.get("splits", {}), **results}
-    universality = universality or previous.get("universality")
+    held_out = held_out or previous.get("universality")
     command = "hydrodiag evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "hydrodiag evaluate"
     report = {
         "command": " && ".join([*previous.get("commands", []), command]) if previous else command,
@@ -107,8 +108,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
         "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
                               "holdout_topology": holdout_topology}, "max_folds": max_folds, "jobs": jobs},
         "splits": results,
-        "universality": universality,
-        "summary": summarise(results, universality),
+        "universality": held_out,
+        "summary": summarise(results, held_out),
     }
     for path in write_report(report, out):
         console.print(f"wrote {path}")
