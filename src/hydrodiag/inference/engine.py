@@ -214,7 +214,7 @@ class InferenceEngine:
         if len(requests) > self.settings.max_batch_items:
             self._counters.invalid += 1
             raise InvalidInputError(
-                "requests", f"has {len(requests)} items; the limit is {self.settings.max_batch_items}"
+                "requests", f"has {len(requests)} items; the limit is {self.settings.max_batch_items} (MAX_BATCH_ITEMS)"
             )
         served = await self._current_model()
         prepared = await self._prepare(list(requests), served, topology, batch=True)

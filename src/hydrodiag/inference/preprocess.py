@@ -97,7 +97,7 @@ class Preprocessor:
             raise InvalidInputError(field, "at least one sensor is required")
         if len(names) > self.limits.max_sensors:
             limit = self.limits.max_sensors
-            raise InvalidInputError(field, f"has {len(names)} sensors; the limit is {limit}")
+            raise InvalidInputError(field, f"has {len(names)} sensors; the limit is {limit} (MAX_SENSORS)")
         topology_id, layout = self._layout(request, default_topology, names, prefix)
         series = {
             name: validate_series(name, request.sensor_data[name], field, self.limits.max_series_length)
