@@ -45,42 +45,59 @@ def check_answer(server: Server, single_bodies: Path, path: str = "/predict") ->
     }
 
 
-def measure(
-    server: Server,
-    payloads: dict[str, dict[str, Path]],
-    plan: HttpPlan,
-    open_loop_rate: float | None,
-    with_batch: bool,
-    log: Any = print,
-) -> dict[str, Any]:
-    """Closed-loop levels per payload, open loop at a fixed rate, optional batch-of-32 endpoint."""
-    result: dict[str, Any] = {
-        "startup_s": round(server.startup_s or 0.0, 3),
-        "memory_ready": server.memory(),
-        "payloads": {},
-    }
+def _log_run(log: Any, server: str, label: str, run: dict[str, Any]) -> None:
+    log(
+        f"  {server:<14} {label:<22} {run['ok_rps']:>8.1f} req/s  p50 {run['latency_ms']['p50']:>7.2f}  "
+        f"p99 {run['latency_ms']['p99']:>8.2f} ms" + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else "")
+    )
+
+
+def measure_all(
+    servers: list[Server], payloads: dict[str, dict[str, Path]], plan: HttpPlan, log: Any = print
+) -> dict[str, dict[str, Any]]:
+    """Every measurement of every server, interleaved: for each payload and level the servers run back
+    to back (order rotated), the idle ones frozen. Background load that drifts during the run then
+    hits all servers alike instead of whichever happened to run in a busy minute.
+
+    The first server (hydrodiag) also gets the batch endpoint; the open-loop rate is a fraction of
+    its saturation, the same absolute rate for every server.
+    """
     first = next(iter(payloads))
-    result["check"] = check_answer(server, payloads[first]["single"])
-    if not result["check"]["ok"]:
-        raise RuntimeError(f"{server.spec.name} answered {result['check']} to a valid request")
-    run_wrk(server.url, payloads[first]["single"], "/predict", 16, plan.warmup_s, cpu=plan.client_cpu)
-    for name, files in payloads.items():
-        levels = plan.levels if name == first else plan.secondary_levels
-        runs: dict[str, Any] = {}
-        for connections in levels:
-            run = run_wrk(server.url, files["single"], "/predict", connections, plan.duration_s, cpu=plan.client_cpu)
-            runs[str(connections)] = run
-            log(
-                f"  {server.spec.name:<14} {name:<17} c={connections:<3} {run['ok_rps']:>8.1f} req/s  "
-                f"p50 {run['latency_ms']['p50']:>7.2f}  p99 {run['latency_ms']['p99']:>8.2f} ms"
-                + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else "")
-            )
-        result["payloads"][name] = {"levels": runs, "saturation_rps": saturation(runs)}
-    result["memory_after_load"] = server.memory()
-    result["batching"] = server.batching()
-    if with_batch:
+    results: dict[str, dict[str, Any]] = {}
+    for server in servers:
+        with server.active():
+            check = check_answer(server, payloads[first]["single"])
+            if not check["ok"]:
+                raise RuntimeError(f"{server.spec.name} answered {check} to a valid request")
+            run_wrk(server.url, payloads[first]["single"], "/predict", 16, plan.warmup_s, cpu=plan.client_cpu)
+        results[server.spec.name] = {
+            "describe": server.spec.describe,
+            "startup_s": round(server.startup_s or 0.0, 3),
+            "memory_ready": server.memory_ready,
+            "check": check,
+            "payloads": {},
+        }
+    steps = [(name, c) for name in payloads for c in (plan.levels if name == first else plan.secondary_levels)]
+    for i, (name, connections) in enumerate(steps):
+        shift = i % len(servers)
+        for server in servers[shift:] + servers[:shift]:
+            with server.active():
+                run = run_wrk(
+                    server.url, payloads[name]["single"], "/predict", connections, plan.duration_s, cpu=plan.client_cpu
+                )
+            entry = results[server.spec.name]["payloads"].setdefault(name, {"levels": {}})
+            entry["levels"][str(connections)] = run
+            _log_run(log, server.spec.name, f"{name} c={connections}", run)
+    for server in servers:
+        result = results[server.spec.name]
+        for entry in result["payloads"].values():
+            entry["saturation_rps"] = saturation(entry["levels"])
+        result["memory_after_load"] = server.memory()
+        result["batching"] = server.batching()
+    main = servers[0]
+    with main.active():
         run = run_wrk(
-            server.url,
+            main.url,
             payloads[first]["batch"],
             "/predict/batch",
             1,
@@ -88,23 +105,20 @@ def measure(
             cpu=plan.client_cpu,
             request_timeout_s=30,
         )
-        result["batch32"] = run
-        log(
-            f"  {server.spec.name:<14} POST /predict/batch x32 c=1: p50 {run['latency_ms']['p50']:.2f} ms, "
-            f"{run['ok_rps'] * 32:.0f} predictions/s"
-        )
-    rate = open_loop_rate or plan.open_loop_fraction * result["payloads"][first]["saturation_rps"]
-    if rate > 0:
-        run = run_open_loop(
-            server.url, payloads[first]["single"], "/predict", rate, plan.open_loop_s, cpu=plan.client_cpu
-        )
-        result["open_loop"] = run
+    results[main.spec.name]["batch32"] = run
+    _log_run(log, main.spec.name, "POST /predict/batch x32", run)
+    rate = plan.open_loop_fraction * results[main.spec.name]["payloads"][first]["saturation_rps"]
+    for server in servers if rate > 0 else []:
+        with server.active():
+            run = run_open_loop(
+                server.url, payloads[first]["single"], "/predict", rate, plan.open_loop_s, cpu=plan.client_cpu
+            )
+        results[server.spec.name]["open_loop"] = run
         log(
             f"  {server.spec.name:<14} open loop {rate:.0f} req/s offered: {run['achieved_rps']:.0f} done, "
-            f"p50 {run['latency_ms']['p50']:.2f}  p99 {run['latency_ms']['p99']:.2f} ms, "
-            f"failed {run['failed']}"
+            f"p50 {run['latency_ms']['p50']:.2f}  p99 {run['latency_ms']['p99']:.2f} ms, failed {run['failed']}"
         )
-    return result
+    return results
 
 
 def hydrodiag_stats(server: Server) -> dict[str, Any] | None:

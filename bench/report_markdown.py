@@ -84,7 +84,10 @@ def _closed_loop(results: dict[str, Any], s: dict[str, Any], servers: dict[str, 
     out = [
         f"## End-to-end HTTP, closed loop (`wrk -t1 -cN` + `bench/post.lua`, payload `{primary}`)",
         "",
-        "req/s counts 2xx answers only; latencies in ms (wrk's histogram, printed by the Lua `done()` hook).",
+        "req/s counts 2xx answers only; latencies in ms (wrk's histogram, printed by the Lua `done()` hook). "
+        "Servers are measured interleaved: for each payload and level they run back to back (order rotated), "
+        "the idle ones frozen with SIGSTOP so they take no CPU, so background load that drifts during the run "
+        "hits all of them alike.",
         "",
     ]
     rows = [

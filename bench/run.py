@@ -31,7 +31,7 @@ from bench import http_suite, report
 from bench.competitors.envs import LITSERVE, PLAIN_FASTAPI, EnvSpec, ensure_env
 from bench.loadgen import ensure_wrk
 from bench.payloads import load_payloads, write_bodies
-from bench.servers import ServerSpec, install_signal_handlers, running, stop_all
+from bench.servers import ServerSpec, all_running, install_signal_handlers, stop_all
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -298,22 +298,17 @@ def main(argv: list[str] | None = None) -> int:
         results["model"] = run_model_bench(args.model_path, [b["single"] for b in bodies.values()], smoke)
         load = results["model"]["load"]
         log(f"  load {load['load_s']:.3f}s, warmup {load['warmup_s']:.3f}s")
-        open_loop_rate: float | None = None
-        for spec in server_specs(args.model_path, envs, args.litserve_batch_timeout):
-            log(f"{spec.name}: {spec.describe}")
-            with running(spec, server_cpus, TMP / "logs") as server:
-                measured = http_suite.measure(
-                    server, bodies, plan, open_loop_rate, with_batch=spec.name == "hydrodiag", log=log
-                )
-                measured["describe"] = spec.describe
-                if spec.name == "hydrodiag":
-                    measured["stats"] = http_suite.hydrodiag_stats(server)
-                    open_loop_rate = measured.get("open_loop", {}).get("offered_rps")
-                    if not (args.no_profile or smoke):
-                        measured["profile"] = http_suite.profile_safely(
-                            server, bodies[payloads[0].name]["single"], plan, TMP / "profiles"
-                        )
-                results["servers"][spec.name] = measured
+        specs = server_specs(args.model_path, envs, args.litserve_batch_timeout)
+        with all_running(specs, server_cpus, TMP / "logs", log=log) as servers:
+            results["servers"] = http_suite.measure_all(servers, bodies, plan, log=log)
+            hydrodiag = servers[0]
+            with hydrodiag.active():
+                results["servers"]["hydrodiag"]["stats"] = http_suite.hydrodiag_stats(hydrodiag)
+                if not (args.no_profile or smoke):
+                    log("profiling hydrodiag (py-spy, 16 clients)")
+                    results["servers"]["hydrodiag"]["profile"] = http_suite.profile_safely(
+                        hydrodiag, bodies[payloads[0].name]["single"], plan, TMP / "profiles"
+                    )
     except Exception as exc:
         results["error"] = f"{type(exc).__name__}: {exc}"
         log(f"FAILED: {results['error']}")

@@ -49,6 +49,8 @@ class Server:
         self.log_path = log_dir / f"{spec.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self.memory_ready: dict[str, float] = {}
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -81,6 +83,8 @@ class Server:
                 )
             if http_ok(self.url + self.spec.ready_path, timeout=2.0):
                 self.startup_s = time.monotonic() - started
+                time.sleep(0.5)  # let start-up work that follows readiness settle before measuring memory
+                self.memory_ready = self.memory()
                 return
             time.sleep(0.25)
         raise RuntimeError(
@@ -88,9 +92,36 @@ class Server:
             f"{self.spec.start_timeout_s:.0f}s; log tail:\n{self.log_tail()}"
         )
 
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def pause(self) -> None:
+        """Freeze the whole process group (SIGSTOP): an idle server must not take the server core's CPU
+        while another is measured (LitServe's workers poll their queues even when idle)."""
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.paused = False
+        time.sleep(0.2)  # timers and polls that fired during the pause run now, not in the measurement
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Server]:
+        """Resumed for the block, paused again afterwards (also when the block fails)."""
+        self.resume()
+        try:
+            yield self
+        finally:
+            self.pause()
+
     def stop(self, grace_s: float = 10.0) -> None:
         if self.proc is None:
             return
+        if self.paused:
+            self._signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -177,13 +208,21 @@ def post_json(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, Any]:
 
 
 @contextlib.contextmanager
-def running(spec: ServerSpec, cpu: str | None, log_dir: Path) -> Iterator[Server]:
-    server = Server(spec, cpu, log_dir)
+def all_running(specs: list[ServerSpec], cpu: str | None, log_dir: Path, log: Any = print) -> Iterator[list[Server]]:
+    """Start the servers one after the other, each paused once ready; stop them all at the end."""
+    servers: list[Server] = []
     try:
-        server.start()
-        yield server
+        for spec in specs:
+            log(f"starting {spec.name}: {spec.describe}")
+            server = Server(spec, cpu, log_dir)
+            servers.append(server)
+            server.start()
+            log(f"  ready in {server.startup_s:.1f}s, RSS {server.memory_ready.get('tree_rss_mb')} MB")
+            server.pause()
+        yield servers
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 def stop_all() -> None:
