@@ -37,3 +37,17 @@ def test_keys_cors_and_limits_are_validated() -> None:
     with pytest.raises(SettingsError, match="RATE_LIMIT_PER_MINUTE"):
         load_settings(rate_limit_per_minute=-1)
     assert load_settings(model_path=Path("/m/x.ckpt")).resolved_model_dir == Path("/m")
+
+
+def test_readme_documents_every_environment_variable() -> None:
+    from hydrodiag.settings import REPO_ROOT, Settings
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Configuration"):]
+    missing = []
+    for name in Settings.model_fields:
+        variable = name.upper()
+        # Rows may share a prefix: `STATUS_THRESHOLD_HEALTHY`, `_DEGRADED`, `_WARNING`.
+        if f"`{variable}`" not in table and f"`_{variable.rsplit('_', 1)[-1]}`" not in table:
+            missing.append(variable)
+    assert not missing, f"README.md's configuration table lacks {missing}"
