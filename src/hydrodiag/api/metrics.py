@@ -33,6 +33,8 @@ from hydrodiag.store.sql import HistoryDatabase
 # Why a request was refused, by status, unless the handler named a finer reason (e.g. queue_full).
 REJECT_REASONS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 409: "conflict",
                   413: "body_too_large", 422: "invalid_input", 429: "rate_limited", 503: "unavailable"}
+# Any other method token is labelled "other": clients must not be able to mint label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 router = APIRouter()
@@ -137,6 +139,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET"))
+        method = method if method in METHODS else "other"
         route = self._template(scope)
         status = 500
         started = time.perf_counter()

@@ -11,6 +11,7 @@ machine, so the trend survives a restart. Every SQLAlchemy failure leaves this m
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,9 @@ from hydrodiag.store.writer import BufferedWriter, Row
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3
+# After a failed trend read, skip reads this long: an unreachable host would otherwise cost a
+# connect timeout on the request path for every machine seen for the first time.
+READ_PAUSE_AFTER_FAILURE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class HistoryDatabase:
         self.cache = InMemoryHistoryStore(cache_points, cache_equipment)
         self.cache_points = cache_points
         self.schema_ready = False
+        self._reads_paused_until = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -139,6 +144,8 @@ class HistoryDatabase:
     def close(self, timeout_s: float = 30.0) -> bool:
         """Write every buffered row (retrying up to `timeout_s`), then release connections."""
         complete = self.writer.close(timeout_s) if self.schema_ready else self.writer.size == 0
+        if not self.schema_ready and self.writer.size:
+            logger.error("history database never became reachable; %d row(s) not written", self.writer.size)
         self.engine.dispose()
         return complete
 
@@ -180,7 +187,8 @@ class HistoryDatabase:
         if self.cache.contains(equipment_id):
             return
         points: list[HealthPoint] = []
-        if self.schema_ready:
+        healthy = self.writer.last_error is None and time.monotonic() >= self._reads_paused_until
+        if self.schema_ready and healthy:
             query = (select(predictions).where(predictions.c.equipment_id == equipment_id)
                      .order_by(predictions.c.timestamp.desc(), predictions.c.id.desc()).limit(self.cache_points))
             try:
@@ -188,6 +196,7 @@ class HistoryDatabase:
                     rows = conn.execute(query).mappings().all()
                 points = [_point(row) for row in reversed(rows)]
             except SQLAlchemyError as exc:
+                self._reads_paused_until = time.monotonic() + READ_PAUSE_AFTER_FAILURE_S
                 logger.warning("history of %s not read (%s); its trend starts from new points", equipment_id,
                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         self.cache.seed(equipment_id, points)
