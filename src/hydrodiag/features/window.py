@@ -31,6 +31,12 @@ def resample_rows(values: np.ndarray, window: int) -> np.ndarray:
     return data[:, left] * (1.0 - frac) + data[:, left + 1] * frac
 
 
+def resample_windows(windows: np.ndarray, window: int) -> np.ndarray:
+    """[n, sensors, t] -> [n, sensors, window]: many samples of equal length at once (training sets)."""
+    n, sensors, t = windows.shape
+    return resample_rows(windows.reshape(n * sensors, t), window).reshape(n, sensors, window)
+
+
 def resample_series(series: list[np.ndarray], window: int) -> np.ndarray:
     """Resample series of possibly different lengths to one [len(series), window] array."""
     out = np.empty((len(series), window), dtype=np.float32)

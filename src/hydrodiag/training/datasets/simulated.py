@@ -10,15 +10,10 @@ import numpy as np
 from torch_geometric.data import Data
 
 from hydrodiag.features.graph import build_layout
-from hydrodiag.features.window import NormStats, resample_rows
+from hydrodiag.features.window import NormStats, resample_windows
 from hydrodiag.topology.schema import Topology
 from hydrodiag.training.samples import LabelSet, labelled_graphs
 from hydrodiag.training.simulator import SimulatedBatch
-
-
-def simulated_windows(series: np.ndarray, window: int) -> np.ndarray:
-    n, s, t = series.shape
-    return resample_rows(series.reshape(n * s, t), window).reshape(n, s, window)
 
 
 def simulated_norm_values(batch: SimulatedBatch, topology: Topology) -> dict[str, list[np.ndarray]]:
@@ -46,5 +41,5 @@ def simulated_graphs(batch: SimulatedBatch, topology: Topology, norm: NormStats,
     layout = build_layout(topology, list(batch.sensor_names))
     if layout.component_ids != list(batch.component_ids):
         raise ValueError("simulated batch components do not follow the topology's order")
-    windows = simulated_windows(np.asarray(batch.series), window)
+    windows = resample_windows(np.asarray(batch.series), window)
     return labelled_graphs(layout, windows, norm, simulated_labels(batch), f"sim:{topology.id}")

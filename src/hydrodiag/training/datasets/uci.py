@@ -24,7 +24,7 @@ import numpy as np
 
 from hydrodiag.errors import DatasetError
 from hydrodiag.features.graph import build_layout
-from hydrodiag.features.window import NormStats, resample_rows
+from hydrodiag.features.window import NormStats, resample_windows
 from hydrodiag.taxonomy import ANOMALY_TYPES
 from hydrodiag.topology.schema import Topology
 from hydrodiag.topology.templates import TopologyRegistry
@@ -128,9 +128,7 @@ def uci_labels(data: UciData, cycles: np.ndarray) -> LabelSet:
 
 def uci_windows(data: UciData, cycles: np.ndarray, window: int) -> np.ndarray:
     """[n, sensors, window] through the same resampling as serving (features.window)."""
-    raw = data.raw[cycles]
-    n, s, t = raw.shape
-    return resample_rows(raw.reshape(n * s, t), window).reshape(n, s, window)
+    return resample_windows(data.raw[cycles], window)
 
 
 def uci_norm_values(data: UciData, cycles: np.ndarray) -> dict[str, list[np.ndarray]]:
