@@ -80,12 +80,14 @@ def test_train_smoke_writes_a_self_describing_checkpoint(data_dir: Path, tmp_pat
     exclude.write_text("0\n1\n2\n")
     out = tmp_path / "smoke.ckpt"
     run_cli("train", "--data", str(data_dir), "--out", str(out), "--epochs", "1", "--limit-cycles", "96",
-            "--exclude", str(exclude), "--seed", "3", "--model-version", "0.0.1-smoke", "--threads", "1")
+            "--exclude", str(exclude), "--seed", "3", "--model-version", "0.0.1-smoke", "--threads", "1",
+            "--simulated-windows", "8")
     metadata = read_metadata(out)
     assert metadata["model_version"] == "0.0.1-smoke"
     assert metadata["training"]["excluded_cycles"] == 3
     assert metadata["training"]["uci_cycles"] == 96
     assert metadata["training"]["seed"] == 3
+    assert metadata["training"]["simulated_topologies"] == ["excavator", "press", "crane"]
     assert set(metadata["normalisation"]["mean"]) >= {"pressure", "temperature", "flow"}
     checkpoint = load_checkpoint(out)
     assert checkpoint.model.num_parameters() > 10_000
@@ -97,7 +99,7 @@ def test_train_smoke_writes_a_self_describing_checkpoint(data_dir: Path, tmp_pat
 def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     run_cli("evaluate", "--data", str(data_dir), "--out", str(out), "--epochs", "1", "--max-folds", "1",
-            "--jobs", "1", "--splits", "combination_heldout_5fold")
+            "--jobs", "1", "--splits", "combination_heldout_5fold", "--simulated-windows", "16")
     report = json.loads((out / "report.json").read_text())
     split = report["splits"]["combination_heldout_5fold"]
     assert split["folds"] == 1 and split["cycles_tested"] > 300
@@ -106,4 +108,7 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
         assert 0.0 <= target["accuracy"] <= 1.0 and 0.0 <= target["baseline_rf_accuracy"] <= 1.0
         assert sum(map(sum, target["confusion"])) == split["cycles_tested"]
     assert "Combination-held-out" in (out / "REPORT.md").read_text()
+    held_out = report["universality"]
+    assert held_out["holdout_topology"] == "crane" and set(held_out["per_type_f1"]) >= {"cavitation", "leakage"}
+    assert 0.0 <= held_out["macro_f1"] <= 1.0
     assert (out / "combination_heldout_5fold_confusion.png").stat().st_size > 1000
