@@ -51,3 +51,14 @@ def test_readme_documents_every_environment_variable() -> None:
         if f"`{variable}`" not in table and f"`_{variable.rsplit('_', 1)[-1]}`" not in table:
             missing.append(variable)
     assert not missing, f"README.md's configuration table lacks {missing}"
+
+
+def test_torch_threads_auto_and_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert load_settings().resolved_torch_threads == 1  # 0 = auto: the event loop keeps the other core
+    assert load_settings(torch_threads=3).resolved_torch_threads == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert load_settings().resolved_torch_threads is None  # torch's own default on larger machines
+    assert not load_settings().access_log_enabled
+    assert load_settings(access_log=True).access_log_enabled
+    assert load_settings(log_level="debug").access_log_enabled

@@ -6,6 +6,7 @@ start with a message naming the variable (see `load_settings`).
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +21,8 @@ REPO_ROOT = PACKAGE_ROOT.parent.parent
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "default.ckpt"
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 SQLITE_FILE_NAME = "hydrodiag.db"
+# TORCH_THREADS=0 gives the forward pass one thread on machines with at most this many CPUs.
+SMALL_MACHINE_CPUS = 2
 # Schemes DATABASE_URL may use; plain PostgreSQL URLs are rewritten to the psycopg 3 driver.
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
 
@@ -34,7 +37,9 @@ class Settings(BaseSettings):
     use_compile: bool = False
     compile_mode: str = "reduce-overhead"
     model_cache_size: int = Field(2, ge=1, description="Models kept in the ModelManager's LRU cache.")
-    torch_threads: int = Field(0, ge=0, description="Intra-op threads for the forward pass; 0 = automatic.")
+    torch_threads: int = Field(
+        0, ge=0, description="Intra-op threads for the forward pass; 0 = automatic (see resolved_torch_threads)."
+    )
 
     # Batching
     batch_size: int = Field(32, ge=1, le=4096)
@@ -49,6 +54,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = Field(False, description="uvicorn's line per request (always on with LOG_LEVEL=DEBUG).")
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGTERM: longest wait for in-flight work.")
 
     # Security
@@ -133,6 +139,23 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """DATABASE_URL, or the SQLite file under DATA_DIR when it is unset."""
         return self.database_url or f"sqlite:///{(self.data_dir / SQLITE_FILE_NAME).resolve()}"
+
+    @property
+    def access_log_enabled(self) -> bool:
+        """A log line per request costs a few per cent of a busy core: off unless asked for or debugging."""
+        return self.access_log or self.log_level == "DEBUG"
+
+    @property
+    def resolved_torch_threads(self) -> int | None:
+        """Threads for `torch.set_num_threads`, or None to leave torch's default.
+
+        TORCH_THREADS=0 (automatic): on a machine with at most 2 CPUs the forward pass gets 1 thread,
+        because the event loop needs the other core and a second intra-op thread only contends with it;
+        on larger machines torch's own default stands.
+        """
+        if self.torch_threads:
+            return self.torch_threads
+        return 1 if (os.cpu_count() or 1) <= SMALL_MACHINE_CPUS else None
 
     @property
     def resolved_model_dir(self) -> Path:

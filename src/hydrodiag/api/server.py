@@ -61,8 +61,9 @@ def run_server(
     from hydrodiag.api.logconfig import configure_logging, logging_config
 
     configure_logging(settings.log_level)
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    threads = settings.resolved_torch_threads
+    if threads is not None:
+        torch.set_num_threads(threads)
     _exit_cleanly_after_signals()
     uvloop = importlib.util.find_spec("uvloop") is not None
     httptools = importlib.util.find_spec("httptools") is not None
@@ -73,6 +74,7 @@ def run_server(
         loop="uvloop" if uvloop else "asyncio",
         http="httptools" if httptools else "h11",
         log_config=logging_config(settings.log_level),
+        access_log=settings.access_log_enabled,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
     )
     logging.getLogger(__name__).info("server stopped")
