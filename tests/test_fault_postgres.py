@@ -49,6 +49,7 @@ async def test_history_survives_a_database_restart_under_load(model_path: Path, 
         ok_ids: list[str] = []
         bad_bodies: list[str] = []
         sent = 0
+        timeline: list[str] = []
         try:
             async with httpx.AsyncClient(base_url=server.base_url, timeout=60.0,
                                          limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
@@ -70,13 +71,17 @@ async def test_history_survives_a_database_restart_under_load(model_path: Path, 
                             bad_bodies.append(response.text[:300])
                         await asyncio.sleep(max(0.0, CONCURRENCY / MAX_RATE_PER_S - (time.monotonic() - began)))
 
+                began = time.monotonic()
+
                 async def outage() -> None:
                     await asyncio.sleep(OUTAGE_AT_S)
                     try:
                         await asyncio.to_thread(pg_ctl, "stop")
+                        timeline.append(f"stopped at {time.monotonic() - began:.1f}s after {sent} requests")
                         await asyncio.sleep(OUTAGE_S)
                     finally:
                         await asyncio.to_thread(pg_ctl, "start")
+                        timeline.append(f"started at {time.monotonic() - began:.1f}s after {sent} requests")
 
                 await asyncio.gather(outage(), *(worker(i) for i in range(CONCURRENCY)))
                 # Every buffered row reaches the database once it is back.
@@ -95,10 +100,11 @@ async def test_history_survives_a_database_restart_under_load(model_path: Path, 
         assert statuses[200] > 0
         assert _metric(metrics, "hydrodiag_history_rows_dropped_total") == 0
         # The outage really hit the writer: some batch writes failed and were retried.
-        assert _metric(metrics, "hydrodiag_history_write_failures_total") > 0, server.log_tail()
+        assert _metric(metrics, "hydrodiag_history_write_failures_total") > 0, (timeline, server.log_tail())
         rows = count_rows(url, "SELECT count(*) FROM predictions")
         stored = query_column(url, "SELECT request_id FROM predictions")
         print(f"\nfault test: {sent} requests, statuses {dict(statuses)}, {rows} history rows, "
-              f"{int(_metric(metrics, 'hydrodiag_history_write_failures_total'))} failed batch writes")
+              f"{int(_metric(metrics, 'hydrodiag_history_write_failures_total'))} failed batch writes; "
+              + "; ".join(timeline))
         assert rows == statuses[200]
         assert sorted(stored) == sorted(ok_ids)

@@ -88,3 +88,15 @@ def test_failed_writes_are_retried_and_overflow_is_counted(tmp_path: Path, caplo
     assert db.flush(10)
     assert db.count_predictions() == 5
     assert db.close(5)
+
+
+def test_rows_are_written_without_anyone_asking(tmp_path: Path) -> None:
+    """A few rows (far fewer than a batch) reach the database within the flush interval on their own."""
+    db = HistoryDatabase(f"sqlite:///{tmp_path / 'h.db'}", writer=WriterConfig(batch_size=500, flush_interval_s=0.05))
+    db.open()
+    _append(db, "quiet", 0)
+    deadline = time.monotonic() + 5
+    while db.writer.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db.writer.written == 1 and db.count_predictions() == 1
+    assert db.close(5)

@@ -72,7 +72,9 @@ class BufferedWriter:
                     self._last_drop_log = now
                 return False
             self._rows.append(row)
-            if len(self._rows) >= self.batch_size:
+            # Wake the writer for the first row (it then waits up to the flush interval for more)
+            # and when a full batch is ready.
+            if len(self._rows) == 1 or len(self._rows) >= self.batch_size:
                 self._cond.notify_all()
             return True
 
