@@ -131,4 +131,6 @@ def test_models_listing(client: httpx.Client) -> None:
     assert listing["active"] == active
     assert any(v["active"] and v["version"] == active for v in listing["versions"])
     assert all("/" not in v["file"] for v in listing["versions"])  # names only, no internal paths
+    assert client.get("/stats").json()["model_path"] == "models/default.ckpt" or \
+        not client.get("/stats").json()["model_path"].startswith("/")
     assert client.post("/models/0.0.0-none/activate").status_code == 404

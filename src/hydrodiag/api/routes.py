@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import ErrorBody, request_id_of
@@ -20,7 +25,71 @@ from hydrodiag.inference.schemas import (
 )
 from hydrodiag.topology.schema import Topology
 
-router = APIRouter()
+
+def _json_content_type(value: str | None) -> bool:
+    """What FastAPI parses as JSON: application/json or application/*+json (parameters ignored)."""
+    if not value:
+        return False
+    media = value.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class JsonBodyRoute(APIRoute):
+    """A fast runtime path for routes that take one pydantic body model (and the Request) and return a
+    pydantic model; everything FastAPI documents (OpenAPI) is derived from the signature as usual.
+
+    A valid JSON body is parsed and validated in one step by pydantic-core (`model_validate_json`)
+    instead of stdlib `json` + Python-mode validation, and the answer is serialised with
+    `model_dump_json`. Anything else -- another content type, an empty body, a body that fails
+    validation -- goes through FastAPI's own handler, so error answers (422 naming the field, JSON
+    decode positions) are exactly FastAPI's, mapped by `api.errors`.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        standard = super().get_route_handler()
+        dependant = self.dependant
+        body_model = dependant.body_params[0].field_info.annotation if len(dependant.body_params) == 1 else None
+        eligible = (
+            isinstance(body_model, type) and issubclass(body_model, BaseModel)
+            and not (dependant.path_params or dependant.query_params or dependant.header_params
+                     or dependant.cookie_params or dependant.dependencies or dependant.response_param_name
+                     or dependant.background_tasks_param_name or dependant.security_scopes_param_name
+                     or dependant.websocket_param_name or dependant.http_connection_param_name)
+            and inspect.iscoroutinefunction(self.endpoint)
+            and isinstance(self.response_class, DefaultPlaceholder)
+        )
+        if not eligible:
+            return standard
+        assert isinstance(body_model, type) and issubclass(body_model, BaseModel)
+        model: type[BaseModel] = body_model
+        endpoint = self.endpoint
+        body_name = dependant.body_params[0].name
+        request_name = dependant.request_param_name
+        status_code = self.status_code or 200
+
+        async def handler(request: Request) -> Response:
+            if not _json_content_type(request.headers.get("content-type")):
+                return await standard(request)
+            raw = await request.body()  # cached on the request: the fallback reads it again for free
+            if not raw:
+                return await standard(request)
+            try:
+                body = model.model_validate_json(raw)
+            except ValidationError:
+                return await standard(request)
+            kwargs: dict[str, Any] = {body_name: body}
+            if request_name:
+                kwargs[request_name] = request
+            result = await endpoint(**kwargs)
+            if isinstance(result, Response):
+                return result
+            assert isinstance(result, BaseModel)
+            return Response(result.model_dump_json(), status_code=status_code, media_type="application/json")
+
+        return handler
+
+
+router = APIRouter(route_class=JsonBodyRoute)
 
 _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid input; `error` names the field (and `requests[i]`)."},
@@ -90,7 +159,19 @@ async def ready(request: Request) -> ReadyResponse:
 @router.get("/stats", tags=["service"])
 async def stats(request: Request) -> dict[str, Any]:
     """Serving statistics: the spec's keys plus request/batch counts and latency percentiles."""
-    return _engine(request).get_stats()
+    stats = _engine(request).get_stats()
+    stats["model_path"] = public_path(stats["model_path"])
+    return stats
+
+
+def public_path(path: str) -> str:
+    """A checkpoint path as clients may see it: relative to the working directory, else the file
+    name -- absolute server paths are internals no response shows."""
+    candidate = Path(path)
+    try:
+        return str(candidate.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return candidate.name
 
 
 @router.post("/predict", response_model=PredictionResponse, tags=["prediction"], responses=_PREDICT_ERRORS)
