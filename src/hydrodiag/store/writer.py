@@ -49,6 +49,7 @@ class BufferedWriter:
         self._stopping = False
         self._abandon = False
         self._flush_waiters = 0
+        self.accepted = 0  # rows ever buffered; rows leave in order, so `written` catches up with it
         self.written = 0
         self.write_failures = 0
         self.dropped = 0
@@ -72,6 +73,7 @@ class BufferedWriter:
                     self._last_drop_log = now
                 return False
             self._rows.append(row)
+            self.accepted += 1
             # Wake the writer for the first row (it then waits up to the flush interval for more)
             # and when a full batch is ready.
             if len(self._rows) == 1 or len(self._rows) >= self.batch_size:
@@ -93,12 +95,14 @@ class BufferedWriter:
             self._thread.start()
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until every buffered row is written (True) or the timeout passes (False)."""
+        """Wait until every row buffered before this call is written (True) or the timeout passes
+        (False). Rows that arrive meanwhile are not waited for, so a flush ends under steady load."""
         with self._cond:
+            target = self.accepted
             self._flush_waiters += 1
             self._cond.notify_all()
             try:
-                return self._cond.wait_for(lambda: not self._rows, timeout=timeout_s)
+                return self._cond.wait_for(lambda: self.written >= target, timeout=timeout_s)
             finally:
                 self._flush_waiters -= 1
 
