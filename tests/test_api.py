@@ -105,6 +105,22 @@ def test_request_id_is_echoed_or_generated(client: httpx.Client, uci: UciCycles)
     assert uuid.UUID(unsafe.headers["x-request-id"])
 
 
+def test_json_fast_path_answers_like_fastapi(client: httpx.Client, uci: UciCycles) -> None:
+    """Bodies FastAPI reads as JSON take pydantic-core's parser; any other content type still gets
+    FastAPI's own handling (a 422 naming the body), and both paths give the same prediction."""
+    equipment = _unique("ct")
+    raw = orjson.dumps(uci.request("nominal", equipment))
+    answers = [client.post("/predict", content=raw, headers={"content-type": ct})
+               for ct in ("application/json", "application/json; charset=utf-8", "application/vnd.x+json")]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all(a.headers["content-type"] == "application/json" for a in answers)
+    assert len({orjson.dumps(a.json()["anomaly"]) for a in answers}) == 1
+    refused = client.post("/predict", content=raw, headers={"content-type": "text/plain"})
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body"]
+    broken = client.post("/predict", content=raw[:-5], headers={"content-type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+
+
 def test_cors_allows_only_the_configured_origin(client: httpx.Client) -> None:
     allowed = client.get("/health", headers={"Origin": "http://dashboard.example"})
     assert allowed.headers["access-control-allow-origin"] == "http://dashboard.example"
