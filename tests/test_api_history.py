@@ -67,6 +67,8 @@ def test_binding_a_topology_and_registering_one(client: httpx.Client, uci: UciCy
     assert client.post("/predict", json=readings).status_code == 422
     bound = client.put(f"/equipment/{equipment}", json={"topology_id": topology_id})
     assert bound.status_code == 200 and bound.json() == {"equipment_id": equipment, "topology_id": topology_id}
+    assert client.get(f"/equipment/{equipment}").json()["topology_id"] == topology_id
+    assert client.get(f"/equipment/{_unique('unbound')}").status_code == 404
     served = client.post("/predict", json=readings)
     assert served.status_code == 200 and served.json()["topology_id"] == topology_id
     assert {c["id"] for c in served.json()["components"]} == {"pump", "ram"}

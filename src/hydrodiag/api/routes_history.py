@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydrodiag.api.errors import ErrorBody
-from hydrodiag.errors import ConflictError, InvalidInputError, StorageUnavailableError
+from hydrodiag.errors import ConflictError, InvalidInputError, NotFoundError, StorageUnavailableError
 from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.store.sql import HistoryDatabase
 from hydrodiag.topology.schema import Identifier, Topology
@@ -107,6 +107,16 @@ async def bind_equipment(equipment_id: EquipmentId, body: BindingRequest, reques
         await asyncio.to_thread(database.bind_equipment, equipment_id, body.topology_id)
     engine.bind_equipment(equipment_id, body.topology_id)
     return EquipmentResponse(equipment_id=equipment_id, topology_id=body.topology_id)
+
+
+@router.get("/equipment/{equipment_id}", response_model=EquipmentResponse, tags=["history"],
+            responses={404: {"model": ErrorBody, "description": "The machine is not bound to a topology."}})
+async def get_equipment(equipment_id: EquipmentId, request: Request) -> EquipmentResponse:
+    """The topology a machine is bound to."""
+    topology_id = _engine(request).bindings.get(equipment_id)
+    if topology_id is None:
+        raise NotFoundError(f"equipment '{equipment_id}' is not bound to a topology (PUT /equipment/{{id}})")
+    return EquipmentResponse(equipment_id=equipment_id, topology_id=topology_id)
 
 
 @router.post("/topologies", response_model=Topology, status_code=201, tags=["topology"],
