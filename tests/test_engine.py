@@ -194,3 +194,44 @@ async def test_lifecycle_errors(model_path: Path, manager: ModelManager, uci: Uc
         await strict.predict(rig_request(uci))
     assert strict.get_stats()["model_loaded"] is False
     await strict.close()
+
+
+def test_collate_matches_torch_geometric_on_mixed_topologies(model_path: Path) -> None:
+    import numpy as np
+    import torch
+    from torch_geometric.data import Batch
+
+    from hydrodiag.features.graph import build_graph, build_layout
+    from hydrodiag.inference.collate import GraphBatch, collate
+    from hydrodiag.model.checkpoint import load_checkpoint
+    from hydrodiag.topology.templates import load_templates
+
+    checkpoint = load_checkpoint(model_path, device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    layouts = {}
+    for name, topology in sorted(load_templates().items()):
+        names = [sensor.name for sensor in topology.sensors]
+        layouts[name] = build_layout(topology, names[: max(1, len(names) - 1)] if name == "press" else names)
+
+    def graph(name: str) -> Any:
+        layout = layouts[name]
+        mean, std = checkpoint.norm.arrays(layout.sensor_quantities)
+        windows = mean[:, None] + std[:, None] * rng.standard_normal((len(mean), checkpoint.config.window))
+        return build_graph(layout, windows.astype(np.float32), checkpoint.norm)
+
+    mixed = [graph(n) for n in ("uci_test_rig", "excavator", "uci_test_rig", "press", "crane", "uci_test_rig")]
+    same = [graph("uci_test_rig") for _ in range(5)]
+    keys = ("series", "stats", "node_kind", "node_type", "edge_index", "edge_attr", "batch")
+    for graphs in (mixed, same, same[:1], mixed[1:2]):
+        expected, fast = Batch.from_data_list(graphs), collate(graphs)
+        assert isinstance(fast, GraphBatch) and fast.num_graphs == expected.num_graphs
+        for key in keys:
+            assert torch.equal(getattr(fast, key), getattr(expected, key)), key
+            assert getattr(fast, key).dtype == getattr(expected, key).dtype, key
+        with torch.inference_mode():
+            a, b = checkpoint.model.forward_batch(expected), checkpoint.model.forward_batch(fast)
+        assert torch.equal(a.system_logits, b.system_logits) and torch.equal(a.component_logits, b.component_logits)
+    extras = [graph("crane"), graph("uci_test_rig")]
+    for extra in extras:
+        extra.weight = torch.ones(1)  # anything build_graph does not make takes torch_geometric's path
+    assert isinstance(collate(extras), Batch)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch_geometric.data import Batch
 
 from hydrodiag.errors import InvalidInputError, ModelNotLoadedError
 from hydrodiag.inference.batcher import DynamicBatcher, LatencyTracker
+from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, ServedModel, resolve_device
 from hydrodiag.inference.metrics import BATCH_SIZE_BUCKETS, BucketHistogram
 from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response, split_output
@@ -279,7 +279,7 @@ class InferenceEngine:
         return [r for r in results if r is not None]
 
     def _run_pass(self, served: ServedModel, items: list[PreparedGraph]) -> list[GraphOutput]:
-        batch = Batch.from_data_list([item.graph for item in items])
+        batch = collate([item.graph for item in items])
         if served.device.type == "cuda":
             if self.config.pin_memory:
                 batch = batch.pin_memory()
