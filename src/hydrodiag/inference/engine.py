@@ -14,6 +14,8 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,13 @@ from hydrodiag.inference.manager import ModelManager, ServedModel, resolve_devic
 from hydrodiag.inference.metrics import BATCH_SIZE_BUCKETS, BucketHistogram
 from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response, split_output
 from hydrodiag.inference.preprocess import InputLimits, PreparedGraph, Preprocessor
-from hydrodiag.inference.schemas import BatchPredictionResponse, PredictionRequest, PredictionResponse
-from hydrodiag.inference.trend import TrendPolicy, estimate_degradation
+from hydrodiag.inference.schemas import (
+    BatchPredictionResponse,
+    DegradationInfo,
+    PredictionRequest,
+    PredictionResponse,
+)
+from hydrodiag.inference.trend import TrendPolicy, estimate_degradation_series
 from hydrodiag.settings import DEFAULT_MODEL_PATH, Settings, get_settings
 from hydrodiag.store.history import HistoryStore, InMemoryHistoryStore
 from hydrodiag.taxonomy import ANOMALY_TYPES
@@ -40,6 +47,9 @@ logger = logging.getLogger(__name__)
 # resampling them takes long enough to stall every other connection on the event loop, while for
 # a typical window the thread hand-off would cost more than the work.
 INLINE_PREPROCESS_MAX_VALUES = 20_000
+_MODEL_VERSION = attrgetter("model_version")
+_TIMESTAMP = attrgetter("timestamp")
+_SYSTEM_HEALTH = attrgetter("system_health")
 
 
 @dataclass(frozen=True)
@@ -304,12 +314,7 @@ class InferenceEngine:
             {name: p for name, p in zip(ANOMALY_TYPES, output.system_probabilities.tolist(), strict=True)},
             elapsed_ms, request_id=request_id, topology_id=prepared.topology_id,
         )
-        history = [
-            (point.timestamp, point.system_health)
-            for point in self.history.recent(request.equipment_id, self.settings.history_max_points)
-            if point.model_version == output.model_version
-        ]
-        degradation = estimate_degradation(history, output.system_health, self.trend_policy)
+        degradation = self._degradation(request.equipment_id, output)
         response = build_response(
             equipment_id=request.equipment_id, timestamp=request.timestamp, topology_id=prepared.topology_id,
             component_ids=layout.component_ids, component_types=layout.component_types, output=output,
@@ -318,6 +323,17 @@ class InferenceEngine:
         self._counters.predictions += 1
         self._latency.add(elapsed_ms)
         return response
+
+    def _degradation(self, equipment_id: str, output: GraphOutput) -> DegradationInfo:
+        """Trend over the machine's recent points of the serving model version. Up to
+        HISTORY_MAX_POINTS points per request: the columns are gathered with map() (C loops), not a
+        Python loop per point."""
+        points = self.history.recent(equipment_id, self.settings.history_max_points)
+        versions = list(map(_MODEL_VERSION, points))
+        if versions.count(output.model_version) != len(points):
+            points = list(compress(points, map(eq, versions, repeat(output.model_version))))
+        return estimate_degradation_series(list(map(_TIMESTAMP, points)), list(map(_SYSTEM_HEALTH, points)),
+                                           output.system_health, self.trend_policy)
 
     # -- monitoring ------------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import repeat
+from operator import mul, sub, truediv
 
 from hydrodiag.inference.schemas import DegradationInfo
 
@@ -32,8 +34,19 @@ def estimate_degradation(
     points: Sequence[tuple[datetime, float]], current_health: float, policy: TrendPolicy
 ) -> DegradationInfo:
     """`points` are (timestamp, system health) pairs, the current prediction included."""
-    n = len(points)
-    hours = _hours_since_first(points)
+    timestamps = [ts for ts, _ in points]
+    healths = [health for _, health in points]
+    return estimate_degradation_series(timestamps, healths, current_health, policy)
+
+
+def estimate_degradation_series(
+    timestamps: Sequence[datetime], healths: Sequence[float], current_health: float, policy: TrendPolicy
+) -> DegradationInfo:
+    """`estimate_degradation` on the two columns of the points (the request path's form: up to
+    HISTORY_MAX_POINTS points per request, so every per-point step below runs in C (map/fsum over
+    lists) -- the same float operations in the same order as a Python loop, so the same results)."""
+    n = len(timestamps)
+    hours = _hours_since_first(timestamps)
     span = max(hours) - min(hours) if hours else 0.0
     if n < policy.min_points:
         return _insufficient(n, span, f"insufficient history: {n} of {policy.min_points} points")
@@ -42,7 +55,7 @@ def estimate_degradation(
         message = f"insufficient history: points span {span:.3g} h of the required {required:g} h"
         return _insufficient(n, span, message)
 
-    rate = 0.0 - _least_squares_slope(hours, [health for _, health in points])  # 0.0 -: never -0.0
+    rate = 0.0 - _least_squares_slope(hours, healths)  # 0.0 -: never -0.0
     if abs(rate) * span < STABLE_HEALTH_CHANGE:
         return DegradationInfo(rate=rate, time_to_failure_hours=None, trend_status="stable",
                                points_used=n, span_hours=span, message=None)
@@ -60,18 +73,22 @@ def _insufficient(n: int, span: float, message: str) -> DegradationInfo:
                            points_used=n, span_hours=span, message=message)
 
 
-def _hours_since_first(points: Sequence[tuple[datetime, float]]) -> list[float]:
-    if not points:
+def _hours_since_first(timestamps: Sequence[datetime]) -> list[float]:
+    """(ts - first).total_seconds() / 3600 for each timestamp."""
+    if not timestamps:
         return []
-    origin = min(ts for ts, _ in points)
-    return [(ts - origin).total_seconds() / 3600.0 for ts, _ in points]
+    origin = min(timestamps)
+    return list(map(truediv, map(timedelta.total_seconds, map(sub, timestamps, repeat(origin))), repeat(3600.0)))
 
 
 def _least_squares_slope(x: Sequence[float], y: Sequence[float]) -> float:
     n = len(x)
+    if len(y) != n:
+        raise ValueError(f"{n} times but {len(y)} health values")
     mean_x = math.fsum(x) / n
     mean_y = math.fsum(y) / n
-    sxx = math.fsum((xi - mean_x) ** 2 for xi in x)
+    dx = list(map(sub, x, repeat(mean_x)))
+    sxx = math.fsum(map(pow, dx, repeat(2)))  # (xi - mean_x) ** 2
     if sxx == 0.0:
         return 0.0
-    return math.fsum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, y, strict=True)) / sxx
+    return math.fsum(map(mul, dx, map(sub, y, repeat(mean_y)))) / sxx
