@@ -37,6 +37,10 @@ class TopologyLayout:
     sensor_components: list[int]
     edge_index: torch.Tensor
     edge_attr: torch.Tensor
+    # Per node (components, then sensors): NODE_COMPONENT/NODE_SENSOR and the component type or
+    # quantity index. Shared by every graph of this layout; nothing writes to them.
+    node_kind: torch.Tensor
+    node_type: torch.Tensor
 
 
 def _edge_features(edge_type: str, reverse: bool, attributes: dict[str, float | None]) -> list[float]:
@@ -72,14 +76,19 @@ def build_layout(topology: Topology, sensor_names: list[str], field: str = "sens
         sources += [node, owner]
         targets += [owner, node]
         attrs += [_edge_features("measures", False, {}), _edge_features("measures", True, {})]
+    component_types = [c.type for c in topology.components]
+    node_kind = [NODE_COMPONENT] * n_components + [NODE_SENSOR] * len(owners)
+    node_type = [COMPONENT_TYPES.index(t) for t in component_types] + [QUANTITY_NAMES.index(q) for q in quantities]
     return TopologyLayout(
         component_ids=[c.id for c in topology.components],
-        component_types=[c.type for c in topology.components],
+        component_types=component_types,
         sensor_names=list(sensor_names),
         sensor_quantities=quantities,
         sensor_components=owners,
         edge_index=torch.tensor([sources, targets], dtype=torch.long).reshape(2, -1),
         edge_attr=torch.tensor(attrs, dtype=torch.float32).reshape(-1, EDGE_FEATURES),
+        node_kind=torch.tensor(node_kind, dtype=torch.long),
+        node_type=torch.tensor(node_type, dtype=torch.long),
     )
 
 
@@ -94,15 +103,11 @@ def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats) ->
         encoded, sensor_stats = encode_windows(windows, layout.sensor_quantities, norm)
         series[n_components:] = encoded
         stats[n_components:] = sensor_stats
-    node_kind = [NODE_COMPONENT] * n_components + [NODE_SENSOR] * n_sensors
-    node_type = [COMPONENT_TYPES.index(t) for t in layout.component_types] + [
-        QUANTITY_NAMES.index(q) for q in layout.sensor_quantities
-    ]
     return Data(
         series=torch.from_numpy(series),
         stats=torch.from_numpy(stats),
-        node_kind=torch.tensor(node_kind, dtype=torch.long),
-        node_type=torch.tensor(node_type, dtype=torch.long),
+        node_kind=layout.node_kind,
+        node_type=layout.node_type,
         edge_index=layout.edge_index,
         edge_attr=layout.edge_attr,
         num_nodes=n_components + n_sensors,
@@ -125,6 +130,23 @@ def validate_series(name: str, values: object, field: str, max_length: int) -> n
         bad = int(np.flatnonzero(~np.isfinite(array))[0])
         raise InvalidInputError(f"{field}.{name}", f"value at position {bad} is not a finite number")
     return array
+
+
+def validate_all_series(
+    names: list[str], values: list[object], field: str, max_length: int
+) -> list[np.ndarray]:
+    """`validate_series` for each (name, values) pair, in one array pass when every series is a list
+    of the same valid length (what clients send); otherwise, or when anything is wrong, one by one,
+    so the error names the same series with the same message."""
+    length = len(values[0]) if values and isinstance(values[0], list) else -1
+    if 2 <= length <= max_length and all(type(v) is list and len(v) == length for v in values):
+        try:
+            array = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is not None and array.shape == (len(values), length) and np.isfinite(array).all():
+            return list(array)
+    return [validate_series(name, v, field, max_length) for name, v in zip(names, values, strict=True)]
 
 
 def windows_from_series(series: dict[str, np.ndarray], names: list[str], window: int) -> np.ndarray:

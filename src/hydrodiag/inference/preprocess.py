@@ -22,7 +22,7 @@ from hydrodiag.features.graph import (
     TopologyLayout,
     build_graph,
     build_layout,
-    validate_series,
+    validate_all_series,
     windows_from_series,
 )
 from hydrodiag.inference.schemas import PredictionRequest
@@ -99,11 +99,9 @@ class Preprocessor:
             limit = self.limits.max_sensors
             raise InvalidInputError(field, f"has {len(names)} sensors; the limit is {limit} (MAX_SENSORS)")
         topology_id, layout = self._layout(request, default_topology, names, prefix)
-        series = {
-            name: validate_series(name, request.sensor_data[name], field, self.limits.max_series_length)
-            for name in names
-        }
-        windows = windows_from_series(series, names, checkpoint.config.window)
+        data = request.sensor_data
+        checked = validate_all_series(names, [data[name] for name in names], field, self.limits.max_series_length)
+        windows = windows_from_series(dict(zip(names, checked, strict=True)), names, checkpoint.config.window)
         graph = build_graph(layout, windows, checkpoint.norm)
         return PreparedGraph(graph=graph, topology_id=topology_id, layout=layout, checkpoint=checkpoint)
 
