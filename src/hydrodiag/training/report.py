@@ -9,8 +9,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 SPLIT_TITLES = {
     "shuffled_10fold": "Shuffled stratified 10-fold (leaky, for comparison with the literature)",
