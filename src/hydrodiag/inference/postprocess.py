@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import torch
 
-from hydrodiag.inference.schemas import (
-    AnomalyInfo,
-    ComponentPrediction,
-    DegradationInfo,
-    HealthInfo,
-    PredictionResponse,
-)
+from hydrodiag.inference.schemas import ComponentPrediction, DegradationInfo, PredictionResponse
 from hydrodiag.model.gnn import ModelOutput
 from hydrodiag.settings import Settings
 from hydrodiag.taxonomy import ANOMALY_TYPES, critical_threshold, status_for
@@ -79,33 +74,61 @@ def split_output(output: ModelOutput, num_graphs: int, model_version: str) -> li
     return results
 
 
+def rounded(values: np.ndarray) -> Any:
+    """`round(float(v), DECIMALS)` of every value, as (nested) Python lists, in one numpy pass.
+
+    The same numbers as Python's round: model outputs are float32, so v * 10**6 lies much farther
+    from a rounding midpoint than float64's error in that product, and rint picks the same integer
+    n; n / 10**6 is then the double nearest that decimal, which is what round() returns.
+    """
+    return np.round(np.asarray(values, dtype=np.float64), DECIMALS).tolist()
+
+
 def anomaly_predictions(probs: np.ndarray) -> dict[str, float]:
-    return {name: round(float(p), DECIMALS) for name, p in zip(ANOMALY_TYPES, probs, strict=True)}
+    return dict(zip(ANOMALY_TYPES, rounded(probs), strict=True))
+
+
+def _detected(probs: list[float], hits: list[bool]) -> list[str]:
+    if not any(hits):
+        return []
+    found = [(p, name) for name, p, hit in zip(ANOMALY_TYPES, probs, hits, strict=True) if hit]
+    return [name for _, name in sorted(found, key=lambda hit: -hit[0])]
 
 
 def detected_anomalies(probs: np.ndarray, threshold: float) -> list[str]:
-    hits = [(float(p), name) for name, p in zip(ANOMALY_TYPES, probs, strict=True) if p >= threshold]
-    return [name for _, name in sorted(hits, key=lambda hit: -hit[0])]
+    """Types at or above `threshold`, most likely first (the comparison in the array's own dtype)."""
+    return _detected(np.asarray(probs).tolist(), (np.asarray(probs) >= threshold).tolist())
+
+
+def _components(
+    component_ids: list[str], component_types: list[str], output: GraphOutput, policy: DiagnosisPolicy
+) -> list[dict[str, Any]]:
+    """The components' part of a response as plain data (validated once with the whole response)."""
+    thresholds = policy.status_thresholds
+    health = output.component_health.tolist()
+    probs = output.component_probabilities.tolist()
+    hits = (output.component_probabilities >= policy.anomaly_threshold).tolist()
+    return [
+        {
+            "id": cid,
+            "type": ctype,
+            "health": health_rounded,
+            "status": status_for(h, thresholds),
+            "anomaly_predictions": dict(zip(ANOMALY_TYPES, p_rounded, strict=True)),
+            "detected_anomalies": _detected(p, hit),
+        }
+        for cid, ctype, h, health_rounded, p, p_rounded, hit in zip(
+            component_ids, component_types, health, rounded(output.component_health), probs,
+            rounded(output.component_probabilities), hits, strict=True,
+        )
+    ]
 
 
 def build_components(
     component_ids: list[str], component_types: list[str], output: GraphOutput, policy: DiagnosisPolicy
 ) -> list[ComponentPrediction]:
-    components = []
-    for i, (cid, ctype) in enumerate(zip(component_ids, component_types, strict=True)):
-        health = float(output.component_health[i])
-        probs = output.component_probabilities[i]
-        components.append(
-            ComponentPrediction(
-                id=cid,
-                type=ctype,
-                health=round(health, DECIMALS),
-                status=status_for(health, policy.status_thresholds),
-                anomaly_predictions=anomaly_predictions(probs),
-                detected_anomalies=detected_anomalies(probs, policy.anomaly_threshold),
-            )
-        )
-    return components
+    return [ComponentPrediction.model_validate(c) for c in _components(component_ids, component_types, output,
+                                                                         policy)]
 
 
 def build_response(
@@ -121,21 +144,22 @@ def build_response(
     request_id: str | None,
     policy: DiagnosisPolicy,
 ) -> PredictionResponse:
-    return PredictionResponse(
-        equipment_id=equipment_id,
-        health=HealthInfo(
-            score=round(output.system_health, DECIMALS),
-            status=status_for(output.system_health, policy.status_thresholds),
-        ),
-        degradation=degradation,
-        anomaly=AnomalyInfo(
-            predictions=anomaly_predictions(output.system_probabilities),
-            detected_anomalies=detected_anomalies(output.system_probabilities, policy.anomaly_threshold),
-        ),
-        components=build_components(component_ids, component_types, output, policy),
-        inference_time_ms=round(inference_time_ms, 3),
-        model_version=output.model_version,
-        request_id=request_id,
-        topology_id=topology_id,
-        timestamp=timestamp,
-    )
+    # One validation of plain data (in pydantic-core) instead of a model instance per component.
+    return PredictionResponse.model_validate({
+        "equipment_id": equipment_id,
+        "health": {
+            "score": round(output.system_health, DECIMALS),
+            "status": status_for(output.system_health, policy.status_thresholds),
+        },
+        "degradation": degradation,
+        "anomaly": {
+            "predictions": anomaly_predictions(output.system_probabilities),
+            "detected_anomalies": detected_anomalies(output.system_probabilities, policy.anomaly_threshold),
+        },
+        "components": _components(component_ids, component_types, output, policy),
+        "inference_time_ms": round(inference_time_ms, 3),
+        "model_version": output.model_version,
+        "request_id": request_id,
+        "topology_id": topology_id,
+        "timestamp": timestamp,
+    })
