@@ -235,3 +235,18 @@ def test_collate_matches_torch_geometric_on_mixed_topologies(model_path: Path) -
     for extra in extras:
         extra.weight = torch.ones(1)  # anything build_graph does not make takes torch_geometric's path
     assert isinstance(collate(extras), Batch)
+
+
+def test_response_rounding_matches_python_round() -> None:
+    import numpy as np
+
+    from hydrodiag.inference.postprocess import detected_anomalies, rounded
+    from hydrodiag.taxonomy import ANOMALY_TYPES
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.random(200_000), rng.random(50_000) ** 12, [0.0, 1.0, 0.5]]).astype(np.float32)
+    assert rounded(values) == [round(float(v), 6) for v in values]
+    probs = np.full(len(ANOMALY_TYPES), 0.1, dtype=np.float32)
+    probs[[2, 5]] = np.float32(0.3)  # exactly at a threshold float32 cannot hold: compared as float32
+    probs[7] = 0.9
+    assert detected_anomalies(probs, 0.3) == [ANOMALY_TYPES[7], ANOMALY_TYPES[2], ANOMALY_TYPES[5]]
