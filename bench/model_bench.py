@@ -3,7 +3,7 @@
 Runs in its own process (`python -m bench.model_bench ...`), so load time includes nothing cached
 by an earlier load in the same interpreter. The path timed is the one `InferenceEngine` runs for a
 batch (hydrodiag/inference/engine.py `_prepare` + `_run_pass`), rebuilt from its public parts:
-`Preprocessor.prepare` per request, `Batch.from_data_list`, `ServedModel.__call__` under
+`Preprocessor.prepare` per request, `inference.collate.collate`, `ServedModel.__call__` under
 `torch.inference_mode`, `split_output`. Request parsing (pydantic) is timed as its own stage.
 """
 
@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch
 
 MARKER = "BENCH_JSON "
 
@@ -51,11 +50,12 @@ class Pipeline:
     """Request dicts -> per-graph outputs, in the stages InferenceEngine runs."""
 
     kind = (
-        "PredictionRequest.model_validate + Preprocessor.prepare + Batch.from_data_list + "
+        "PredictionRequest.model_validate + Preprocessor.prepare + collate (hydrodiag.inference.collate) + "
         "ServedModel(batch) under inference_mode + split_output"
     )
 
     def __init__(self, served: Any) -> None:
+        from hydrodiag.inference.collate import collate
         from hydrodiag.inference.postprocess import split_output
         from hydrodiag.inference.preprocess import InputLimits, Preprocessor
         from hydrodiag.inference.schemas import PredictionRequest
@@ -65,6 +65,7 @@ class Pipeline:
         self.preprocessor = Preprocessor(TopologyRegistry(), InputLimits(100_000, 256))
         self.request_cls = PredictionRequest
         self.split = split_output
+        self.collate = collate
 
     def parse(self, bodies: list[dict[str, Any]]) -> list[Any]:
         return [self.request_cls.model_validate(b) for b in bodies]
@@ -74,7 +75,7 @@ class Pipeline:
 
     def run(self, graphs: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
-        batch = Batch.from_data_list(graphs)
+        batch = self.collate(graphs)
         t1 = time.perf_counter()
         with torch.inference_mode():
             output = self.served(batch)
