@@ -12,6 +12,7 @@ from fastapi.datastructures import DefaultPlaceholder
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import ErrorBody, request_id_of
@@ -70,7 +71,12 @@ class JsonBodyRoute(APIRoute):
         async def handler(request: Request) -> Response:
             if not _json_content_type(request.headers.get("content-type")):
                 return await standard(request)
-            raw = await request.body()  # cached on the request: the fallback reads it again for free
+            try:
+                raw = await request.body()  # cached on the request: the fallback reads it again for free
+            except StarletteHTTPException:
+                raise  # e.g. the body limit's 413
+            except Exception:  # a client that went away: FastAPI's own answer (400)
+                return await standard(request)
             if not raw:
                 return await standard(request)
             try:
