@@ -15,7 +15,13 @@ import torch
 from torch_geometric.data import Data
 
 from hydrodiag.errors import InvalidInputError
-from hydrodiag.features.window import SERIES_CHANNELS, STAT_FEATURES, NormStats, encode_windows, resample_series
+from hydrodiag.features.window import (
+    SERIES_CHANNELS,
+    STAT_FEATURES,
+    NormStats,
+    encode_windows,
+    resample_series,
+)
 from hydrodiag.taxonomy import COMPONENT_TYPES, EDGE_TYPES, QUANTITY_NAMES
 from hydrodiag.topology.schema import EDGE_ATTRIBUTE_SCALES, Topology
 
