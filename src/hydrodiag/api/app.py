@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -31,7 +32,7 @@ from hydrodiag.api.routes import router
 from hydrodiag.api.routes_history import router as history_router
 from hydrodiag.api.routes_models import router as models_router
 from hydrodiag.api.security import API_KEY_HEADER, SecurityMiddleware
-from hydrodiag.errors import HydrodiagError, StorageUnavailableError, TopologyError
+from hydrodiag.errors import CheckpointError, HydrodiagError, StorageUnavailableError, TopologyError
 from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.lifecycle import ModelLifecycle
 from hydrodiag.settings import Settings, get_settings
@@ -53,6 +54,10 @@ async def _load_model(app: FastAPI, engine: InferenceEngine) -> None:
         await engine.start()
     except asyncio.CancelledError:
         raise
+    except CheckpointError as exc:
+        # Responses name the file, never the server's directories (the log has the full path).
+        app.state.load_error = f"checkpoint '{Path(exc.path).name}': {exc.problem}"
+        logger.error("model failed to load: %s", exc)
     except HydrodiagError as exc:
         app.state.load_error = str(exc)
         logger.error("model failed to load: %s", exc)
