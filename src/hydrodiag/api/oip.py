@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import ErrorBody, request_id_of
+from hydrodiag.api.state import engine_of
 from hydrodiag.errors import InvalidInputError, ModelNotLoadedError, NotFoundError
-from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.lifecycle import ModelLifecycle
 from hydrodiag.inference.schemas import FiniteFloat, PredictionRequest, PredictionResponse
 from hydrodiag.taxonomy import ANOMALY_TYPES
@@ -102,15 +102,11 @@ class ServerMetadata(BaseModel):
     extensions: list[str]
 
 
-def _engine(request: Request) -> InferenceEngine:
-    engine: InferenceEngine = request.app.state.engine
-    return engine
-
 
 def _check_model(request: Request, name: str, version: str | None = None) -> str:
     if name != MODEL_NAME:
         raise NotFoundError(f"unknown model '{name}'; this server serves '{MODEL_NAME}'")
-    served = _engine(request).model
+    served = engine_of(request).model
     if served is None:
         raise ModelNotLoadedError("the model is not loaded yet; retry shortly")
     if version is not None and version != served.model_version:
@@ -120,7 +116,7 @@ def _check_model(request: Request, name: str, version: str | None = None) -> str
 
 
 def _ready(request: Request) -> bool:
-    return _engine(request).model is not None and bool(getattr(request.app.state, "store_ready", True))
+    return engine_of(request).model is not None and bool(getattr(request.app.state, "store_ready", True))
 
 
 @router.get("", response_model=ServerMetadata)
@@ -183,7 +179,7 @@ async def infer_version(name: ModelName, version: Annotated[str, Path(min_length
 
 async def _infer(body: InferRequest, request: Request) -> InferResponse:
     prediction_request = to_prediction_request(body)
-    response = await _engine(request).predict(prediction_request, request_id=request_id_of(request))
+    response = await engine_of(request).predict(prediction_request, request_id=request_id_of(request))
     wanted = {o.name for o in body.outputs} if body.outputs else set(OUTPUT_NAMES)
     return InferResponse(model_name=MODEL_NAME, model_version=response.model_version, id=body.id,
                          parameters=_response_parameters(response),

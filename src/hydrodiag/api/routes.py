@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import ErrorBody, request_id_of
+from hydrodiag.api.state import engine_of
 from hydrodiag.errors import ModelNotLoadedError, StorageUnavailableError, UnknownTopologyError
-from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.schemas import (
     BatchPredictionRequest,
     BatchPredictionResponse,
@@ -125,10 +125,6 @@ class TopologySummary(BaseModel):
     sensors: int
 
 
-def _engine(request: Request) -> InferenceEngine:
-    engine: InferenceEngine = request.app.state.engine
-    return engine
-
 
 def _load_error(request: Request) -> str | None:
     return getattr(request.app.state, "load_error", None)
@@ -138,7 +134,7 @@ def _load_error(request: Request) -> str | None:
             responses={503: {"description": "The model failed to load; the process needs attention."}})
 async def health(request: Request) -> Any:
     """Liveness: 200 while healthy or still starting, 503 once the model has failed to load."""
-    engine = _engine(request)
+    engine = engine_of(request)
     served = engine.model
     error = _load_error(request)
     if served is not None:
@@ -153,7 +149,7 @@ async def health(request: Request) -> Any:
             responses={503: {"model": ErrorBody, "description": "No model loaded yet, or its load failed."}})
 async def ready(request: Request) -> ReadyResponse:
     """Readiness: 200 once a model is loaded and warmed up and the history database is migrated."""
-    served = _engine(request).model
+    served = engine_of(request).model
     if served is None:
         error = _load_error(request)
         raise ModelNotLoadedError(f"model failed to load: {error}" if error else "model is loading")
@@ -165,7 +161,7 @@ async def ready(request: Request) -> ReadyResponse:
 @router.get("/stats", tags=["service"])
 async def stats(request: Request) -> dict[str, Any]:
     """Serving statistics: the spec's keys plus request/batch counts and latency percentiles."""
-    stats = _engine(request).get_stats()
+    stats = engine_of(request).get_stats()
     stats["model_path"] = public_path(stats["model_path"])
     return stats
 
@@ -183,14 +179,14 @@ def public_path(path: str) -> str:
 @router.post("/predict", response_model=PredictionResponse, tags=["prediction"], responses=_PREDICT_ERRORS)
 async def predict(body: PredictionRequest, request: Request) -> PredictionResponse:
     """Diagnose one machine from one window of sensor readings."""
-    return await _engine(request).predict(body, request_id=request_id_of(request))
+    return await engine_of(request).predict(body, request_id=request_id_of(request))
 
 
 @router.post("/predict/batch", response_model=BatchPredictionResponse, tags=["prediction"],
              responses=_PREDICT_ERRORS)
 async def predict_batch(body: BatchPredictionRequest, request: Request) -> BatchPredictionResponse:
     """Diagnose several machines in one call (all or nothing)."""
-    return await _engine(request).predict_batch(body.requests, request_id=request_id_of(request))
+    return await engine_of(request).predict_batch(body.requests, request_id=request_id_of(request))
 
 
 @router.get("/topologies", response_model=list[TopologySummary], tags=["topology"])
@@ -199,7 +195,7 @@ async def list_topologies(request: Request) -> list[TopologySummary]:
     return [
         TopologySummary(id=t.id, name=t.name, description=t.description, components=len(t.components),
                         sensors=len(t.sensors))
-        for t in _engine(request).registry.all()
+        for t in engine_of(request).registry.all()
     ]
 
 
@@ -208,7 +204,7 @@ async def list_topologies(request: Request) -> list[TopologySummary]:
 async def get_topology(topology_id: str, request: Request) -> Topology:
     """One registered topology: components, edges and declared sensors."""
     try:
-        return _engine(request).registry.get(topology_id)
+        return engine_of(request).registry.get(topology_id)
     except UnknownTopologyError as exc:
         # A path that names no resource is a 404, unlike an unknown id inside a request body (422).
         raise HTTPException(status_code=404, detail=exc.message) from None

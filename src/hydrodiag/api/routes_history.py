@@ -10,8 +10,8 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydrodiag.api.errors import ErrorBody
+from hydrodiag.api.state import engine_of
 from hydrodiag.errors import ConflictError, InvalidInputError, NotFoundError, StorageUnavailableError
-from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.store.sql import HistoryDatabase
 from hydrodiag.topology.schema import Identifier, Topology
 
@@ -58,10 +58,6 @@ class EquipmentResponse(BaseModel):
     topology_id: str
 
 
-def _engine(request: Request) -> InferenceEngine:
-    engine: InferenceEngine = request.app.state.engine
-    return engine
-
 
 def _database(request: Request) -> HistoryDatabase | None:
     database: HistoryDatabase | None = request.app.state.history
@@ -100,7 +96,7 @@ def _aware(value: datetime) -> datetime:
 @router.put("/equipment/{equipment_id}", response_model=EquipmentResponse, tags=["history"], responses=_ERRORS)
 async def bind_equipment(equipment_id: EquipmentId, body: BindingRequest, request: Request) -> EquipmentResponse:
     """Bind a machine to a topology: its later requests that name no topology use this one."""
-    engine = _engine(request)
+    engine = engine_of(request)
     engine.registry.get(body.topology_id)  # unknown -> 422 naming topology_id, before anything is stored
     database = _database(request)
     if database is not None:
@@ -113,7 +109,7 @@ async def bind_equipment(equipment_id: EquipmentId, body: BindingRequest, reques
             responses={404: {"model": ErrorBody, "description": "The machine is not bound to a topology."}})
 async def get_equipment(equipment_id: EquipmentId, request: Request) -> EquipmentResponse:
     """The topology a machine is bound to."""
-    topology_id = _engine(request).bindings.get(equipment_id)
+    topology_id = engine_of(request).bindings.get(equipment_id)
     if topology_id is None:
         raise NotFoundError(f"equipment '{equipment_id}' is not bound to a topology (PUT /equipment/{{id}})")
     return EquipmentResponse(equipment_id=equipment_id, topology_id=topology_id)
@@ -124,7 +120,7 @@ async def get_equipment(equipment_id: EquipmentId, request: Request) -> Equipmen
 async def register_topology(body: Topology, request: Request) -> Topology:
     """Register a custom topology (validated like an inline one); it persists across restarts.
     Registered topologies are immutable: history rows refer to them by id."""
-    engine = _engine(request)
+    engine = engine_of(request)
     if body.id in engine.registry.ids():
         raise ConflictError(f"topology '{body.id}' already exists; register it under a new id")
     database = _database(request)
