@@ -66,19 +66,29 @@ class Plant:
         return [i for i, t in enumerate(self.types) if t in types]
 
 
-def _bfs(start: int, succ: list[list[int]], blocked: set[int]) -> dict[int, int]:
-    """Hop count from start to every node reachable without expanding through `blocked` nodes."""
-    seen = {start: 0}
+def _parents(start: int, succ: list[list[int]], blocked: set[int]) -> dict[int, int]:
+    """Breadth-first parent of every node reachable without expanding through `blocked` nodes."""
+    parents = {start: start}
     queue = deque([start])
     while queue:
         node = queue.popleft()
         if node != start and node in blocked:
             continue
         for nxt in succ[node]:
-            if nxt not in seen:
-                seen[nxt] = seen[node] + 1
+            if nxt not in parents:
+                parents[nxt] = node
                 queue.append(nxt)
-    return seen
+    return parents
+
+
+def _bfs(start: int, succ: list[list[int]], blocked: set[int]) -> dict[int, int]:
+    """Hop count from start to every node reachable without expanding through `blocked` nodes."""
+    parents = _parents(start, succ, blocked)
+    hops = {start: 0}
+    for node in parents:  # breadth-first order: a node's parent always comes before it
+        if node != start:
+            hops[node] = hops[parents[node]] + 1
+    return hops
 
 
 def _design_rng(topology: Topology) -> np.random.Generator:
@@ -245,20 +255,6 @@ def _adopt_orphans(types: list[str], circuits: list[Circuit], circuit_of: np.nda
         else:
             circ.return_side.append(i)
         circuit_of[i] = main
-
-
-def _parents(start: int, succ: list[list[int]], blocked: set[int]) -> dict[int, int]:
-    parents = {start: start}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        if node != start and node in blocked:
-            continue
-        for nxt in succ[node]:
-            if nxt not in parents:
-                parents[nxt] = node
-                queue.append(nxt)
-    return parents
 
 
 def _lines_to(target: int, parents: dict[int, int], line_of: dict) -> list[tuple[float, float]]:
