@@ -161,49 +161,21 @@ def server_specs(model_path: Path, envs: dict[str, Path], litserve_timeout: floa
             describe="hydrodiag serve (as shipped: settings from the environment)",
         )
     ]
-    if "plain_fastapi" in envs:
+    competitors = {
+        "plain_fastapi": ([], {"describe": "FastAPI + uvicorn, async handler, one forward per request"}),
+        "litserve": (
+            ["--workers", "2", "--max-batch-size", "32", "--batch-timeout", str(litserve_timeout)],
+            {"start_timeout_s": 180,
+             "describe": f"LitServe 0.2.19, 2 workers, max_batch_size 32, batch_timeout {litserve_timeout}s"},
+        ),
+    }
+    for name, (extra_args, options) in competitors.items():
+        if name not in envs:
+            continue
         port = free_port()
-        specs.append(
-            ServerSpec(
-                "plain_fastapi",
-                [
-                    str(envs["plain_fastapi"]),
-                    "bench/competitors/plain_fastapi_server.py",
-                    "--model-path",
-                    str(model_path),
-                    "--port",
-                    str(port),
-                ],
-                port,
-                cwd=REPO,
-                describe="FastAPI + uvicorn, async handler, one forward per request",
-            )
-        )
-    if "litserve" in envs:
-        port = free_port()
-        specs.append(
-            ServerSpec(
-                "litserve",
-                [
-                    str(envs["litserve"]),
-                    "bench/competitors/litserve_server.py",
-                    "--model-path",
-                    str(model_path),
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "2",
-                    "--max-batch-size",
-                    "32",
-                    "--batch-timeout",
-                    str(litserve_timeout),
-                ],
-                port,
-                cwd=REPO,
-                start_timeout_s=180,
-                describe=f"LitServe 0.2.19, 2 workers, max_batch_size 32, batch_timeout {litserve_timeout}s",
-            )
-        )
+        command = [str(envs[name]), f"bench/competitors/{name}_server.py", "--model-path", str(model_path),
+                   "--port", str(port), *extra_args]
+        specs.append(ServerSpec(name, command, port, cwd=REPO, **options))  # type: ignore[arg-type]
     return specs
 
 
