@@ -67,8 +67,9 @@ def evaluate(
     from hydrodiag.cli_support import run_evaluation
 
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
-                   holdout_topology=holdout_topology, max_folds=max_folds, splits=splits.split(","), jobs=jobs,
-                   attach_to=attach_to, merge=merge, universality=universality)
+                   holdout_topology=holdout_topology, max_folds=max_folds,
+                   splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
+                   universality=universality)
 
 
 @app.command()

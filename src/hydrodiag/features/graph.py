@@ -36,6 +36,7 @@ EDGE_FEATURES = len(GRAPH_EDGE_TYPES) + 1 + 2 * len(EDGE_ATTRIBUTE_SCALES)
 class TopologyLayout:
     """The part of a graph that depends only on the topology and the set of sensors present."""
 
+    topology_id: str
     component_ids: list[str]
     component_types: list[str]
     sensor_names: list[str]
@@ -86,6 +87,7 @@ def build_layout(topology: Topology, sensor_names: list[str], field: str = "sens
     node_kind = [NODE_COMPONENT] * n_components + [NODE_SENSOR] * len(owners)
     node_type = [COMPONENT_TYPES.index(t) for t in component_types] + [QUANTITY_NAMES.index(q) for q in quantities]
     return TopologyLayout(
+        topology_id=topology.id,
         component_ids=[c.id for c in topology.components],
         component_types=component_types,
         sensor_names=list(sensor_names),
@@ -98,15 +100,19 @@ def build_layout(topology: Topology, sensor_names: list[str], field: str = "sens
     )
 
 
-def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats) -> Data:
-    """Graph for one sample; `windows` is [num_sensors, T] raw values already resampled."""
+def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats, use_baseline: bool = True) -> Data:
+    """Graph for one sample; `windows` is [num_sensors, T] raw values already resampled.
+
+    `use_baseline=False` encodes the sample as if its machine's baselines were unknown (training
+    shows the model both cases, so that a machine without baselines is served sensibly)."""
     n_components = len(layout.component_ids)
     n_sensors = len(layout.sensor_names)
     window = windows.shape[1] if n_sensors else 0
     series = np.zeros((n_components + n_sensors, SERIES_CHANNELS, window), dtype=np.float32)
     stats = np.zeros((n_components + n_sensors, STAT_FEATURES), dtype=np.float32)
     if n_sensors:
-        encoded, sensor_stats = encode_windows(windows, layout.sensor_quantities, norm)
+        baseline = norm.baseline_arrays(layout.topology_id, layout.sensor_names) if use_baseline else None
+        encoded, sensor_stats = encode_windows(windows, layout.sensor_quantities, norm, baseline)
         series[n_components:] = encoded
         stats[n_components:] = sensor_stats
     return Data(

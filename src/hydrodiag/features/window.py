@@ -12,11 +12,16 @@ import numpy as np
 
 from hydrodiag.taxonomy import QUANTITY_NAMES
 
-# Channels per sensor node: level normalised by the quantity's training statistics, and the shape
-# of the series standardised on itself (keeps detail of small signals riding on a large offset).
-SERIES_CHANNELS = 2
-# Scalar summaries per sensor node: mean level (quantity-normalised) and log relative spread.
-STAT_FEATURES = 2
+# Channels per sensor node: level normalised by the quantity's training statistics; the shape of the
+# series standardised on itself (keeps detail of small signals riding on a large offset); and the
+# level relative to this sensor's own baseline on this machine (zeros where no baseline is known).
+# Per-quantity scaling is what lets one model read any machine, but it squashes the small shifts
+# that tell a 100 bar from a 90 bar accumulator on a 2 bar return-line sensor; the baseline channel
+# keeps them, and it is what "unusual for this machine" means on a machine never seen in training.
+SERIES_CHANNELS = 3
+# Scalar summaries per sensor node: mean level (quantity-normalised), log relative spread, mean
+# level relative to the sensor's baseline, and whether a baseline is known (1/0).
+STAT_FEATURES = 4
 
 
 def resample_rows(values: np.ndarray, window: int) -> np.ndarray:
@@ -48,29 +53,57 @@ def resample_series(series: list[np.ndarray], window: int) -> np.ndarray:
     return out
 
 
+def baseline_key(topology_id: str, sensor: str) -> str:
+    return f"{topology_id}/{sensor}"
+
+
+def _mean_std(arrays: list[np.ndarray]) -> tuple[float, float]:
+    flat = np.concatenate([np.ravel(a) for a in arrays]).astype(np.float64)
+    return float(flat.mean()), float(max(flat.std(), 1e-6))
+
+
 @dataclass
 class NormStats:
-    """Per-quantity mean and standard deviation of training values (canonical units)."""
+    """Per-quantity mean and standard deviation of training values (canonical units), and per-sensor
+    baselines (mean, std) keyed by `baseline_key(topology_id, sensor)` for the machines it knows."""
 
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {"mean": dict(self.mean), "std": dict(self.std)}
+    def to_dict(self) -> dict[str, dict[str, float] | dict[str, list[float]]]:
+        return {"mean": dict(self.mean), "std": dict(self.std),
+                "baselines": {k: [m, s] for k, (m, s) in self.baselines.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, dict[str, float]]) -> NormStats:
+        baselines = data.get("baselines", {})
         return cls(mean={k: float(v) for k, v in data["mean"].items()},
-                   std={k: float(v) for k, v in data["std"].items()})
+                   std={k: float(v) for k, v in data["std"].items()},
+                   baselines={k: (float(v[0]), float(v[1])) for k, v in baselines.items()})  # type: ignore[index]
 
     @classmethod
-    def fit(cls, values_by_quantity: dict[str, list[np.ndarray]]) -> NormStats:
+    def fit(cls, values_by_quantity: dict[str, list[np.ndarray]],
+            values_by_sensor: dict[str, list[np.ndarray]] | None = None) -> NormStats:
         stats = cls()
         for quantity, arrays in values_by_quantity.items():
-            flat = np.concatenate([np.ravel(a) for a in arrays]).astype(np.float64)
-            stats.mean[quantity] = float(flat.mean())
-            stats.std[quantity] = float(max(flat.std(), 1e-6))
+            stats.mean[quantity], stats.std[quantity] = _mean_std(arrays)
+        for key, arrays in (values_by_sensor or {}).items():
+            stats.baselines[key] = _mean_std(arrays)
         return stats
+
+    def add_baselines(self, topology_id: str, sensor_names: list[str], windows: np.ndarray) -> None:
+        """Baselines of one machine from its operating data ([n, sensors, T]; no labels needed)."""
+        for j, name in enumerate(sensor_names):
+            self.baselines[baseline_key(topology_id, name)] = _mean_std([windows[:, j]])
+
+    def baseline_arrays(self, topology_id: str, sensor_names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, std and known (1/0) per sensor; unknown sensors get (0, 1, 0)."""
+        found = [self.baselines.get(baseline_key(topology_id, name)) for name in sensor_names]
+        mean = np.array([b[0] if b else 0.0 for b in found], dtype=np.float32)
+        std = np.array([b[1] if b else 1.0 for b in found], dtype=np.float32)
+        known = np.array([1.0 if b else 0.0 for b in found], dtype=np.float32)
+        return mean, std, known
 
     def arrays(self, quantities: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std per entry; quantities never seen in training get a neutral (0, 1) scale."""
@@ -79,15 +112,27 @@ class NormStats:
         return mean, std
 
 
-def encode_windows(windows: np.ndarray, quantities: list[str], norm: NormStats) -> tuple[np.ndarray, np.ndarray]:
+Baseline = tuple[np.ndarray, np.ndarray, np.ndarray]  # per-sensor mean, std, known (1/0)
+
+
+def encode_windows(windows: np.ndarray, quantities: list[str], norm: NormStats,
+                   baseline: Baseline | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[S, T] raw windows -> ([S, SERIES_CHANNELS, T] series features, [S, STAT_FEATURES] stats)."""
     mean_q, std_q = norm.arrays(quantities)
     level = (windows - mean_q[:, None]) / std_q[:, None]
     centre = level.mean(axis=1, keepdims=True)
     spread = level.std(axis=1, keepdims=True)
     shape = (level - centre) / (spread + 1e-2)
-    series = np.stack([np.clip(level, -20, 20), shape], axis=1).astype(np.float32)
-    stats = np.concatenate([np.clip(centre, -20, 20), np.log(spread + 1e-3)], axis=1).astype(np.float32)
+    if baseline is None:
+        relative = np.zeros_like(level)
+        known = np.zeros((len(quantities), 1), dtype=np.float32)
+    else:
+        mean_b, std_b, known_b = baseline
+        known = known_b[:, None]
+        relative = np.clip((windows - mean_b[:, None]) / std_b[:, None], -20, 20) * known
+    series = np.stack([np.clip(level, -20, 20), shape, relative], axis=1).astype(np.float32)
+    stats = np.concatenate([np.clip(centre, -20, 20), np.log(spread + 1e-3), relative.mean(axis=1, keepdims=True),
+                            known], axis=1).astype(np.float32)
     return series, stats
 
 

@@ -22,6 +22,7 @@ import torch
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
+from hydrodiag.features.window import SERIES_CHANNELS, STAT_FEATURES
 from hydrodiag.taxonomy import ANOMALY_TYPES, DEFAULT_ANOMALY_THRESHOLD
 from hydrodiag.training.baseline import random_forest_grades
 from hydrodiag.training.datasets.uci import TARGETS, UciData, uci_graphs
@@ -42,7 +43,8 @@ class EvaluationConfig:
 
 def recipe_fingerprint(recipe: Recipe) -> str:
     text = json.dumps({"train": recipe.train.to_dict(), "sim": recipe.simulated_windows,
-                       "topologies": recipe.training_topologies()}, sort_keys=True)
+                       "topologies": recipe.training_topologies(), "baseline_dropout": recipe.baseline_dropout,
+                       "features": [SERIES_CHANNELS, STAT_FEATURES]}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -205,7 +207,11 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, grades: tuple[float, ...
 
 def evaluate_universality(config: EvaluationConfig, data: UciData | None,
                           progress: ProgressCallback | None = None) -> dict[str, object] | None:
-    """Train on UCI + the other simulated machines, test on a simulated machine never seen."""
+    """Train on UCI + the other simulated machines, test on a simulated machine never seen.
+
+    The unseen machine's sensor baselines come from a separate batch of its operating data, with no
+    labels: what commissioning a new machine gives (its readings in normal service, not its faults).
+    """
     recipe = config.recipe
     if not recipe.holdout_topology or recipe.simulated_windows <= 0:
         return None
@@ -215,6 +221,8 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
     graphs, norm = build_training_set(recipe, data, cycles)
     model = fit(graphs, recipe.train, progress)
     ((topology, batch),) = simulated_batches(recipe, recipe.train.seed + 7919, [recipe.holdout_topology])
+    ((_, commissioning),) = simulated_batches(recipe, recipe.train.seed + 4241, [recipe.holdout_topology])
+    norm.add_baselines(topology.id, list(commissioning.sensor_names), np.asarray(commissioning.series))
     predicted = predict_graphs(model, simulated_graphs(batch, topology, norm, recipe.train.model.window))
     truth = np.asarray(batch.system_anomalies).astype(int)
     detected = (predicted.system_probabilities >= config.anomaly_threshold).astype(int)

@@ -18,8 +18,9 @@ from hydrodiag.features.window import NormStats
 from hydrodiag.model.checkpoint import Checkpoint
 from hydrodiag.topology.schema import Topology
 from hydrodiag.topology.templates import TopologyRegistry
-from hydrodiag.training.datasets.simulated import simulated_graphs, simulated_norm_values
-from hydrodiag.training.datasets.uci import UciData, uci_graphs, uci_norm_values
+from hydrodiag.training.datasets.simulated import add_simulated_norm_values, simulated_graphs
+from hydrodiag.training.datasets.uci import UciData, add_uci_norm_values, uci_graphs
+from hydrodiag.training.samples import NormValues
 from hydrodiag.training.simulator import SimulatedBatch, simulate
 from hydrodiag.training.train import ProgressCallback, Stopwatch, TrainConfig, fit
 
@@ -34,6 +35,9 @@ class Recipe:
     simulated_windows: int = 0  # per simulated topology; 0 = UCI only
     simulated_topologies: tuple[str, ...] = SIMULATED_TOPOLOGIES
     holdout_topology: str | None = None  # a simulated topology kept out of training
+    # Share of training samples shown without their machine's baselines, so that the model also
+    # serves machines whose baselines are not known yet.
+    baseline_dropout: float = 0.2
 
     def training_topologies(self) -> list[str]:
         return [t for t in self.simulated_topologies if t != self.holdout_topology]
@@ -67,21 +71,24 @@ def simulated_batches(recipe: Recipe, seed: int,
 
 def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) -> tuple[list[Data], NormStats]:
     """Labelled graphs of UCI `cycles` plus the recipe's simulated windows, and their normalisation."""
-    values: dict[str, list[np.ndarray]] = {}
+    values = NormValues.empty()
     if uci is not None and len(cycles):
-        for quantity, arrays in uci_norm_values(uci, cycles).items():
-            values.setdefault(quantity, []).extend(arrays)
+        add_uci_norm_values(values, uci, cycles)
     sims = simulated_batches(recipe, recipe.train.seed)
     for topology, batch in sims:
-        for quantity, arrays in simulated_norm_values(batch, topology).items():
-            values.setdefault(quantity, []).extend(arrays)
-    norm = NormStats.fit(values)
+        add_simulated_norm_values(values, batch, topology)
+    norm = values.fit()
     window = recipe.train.model.window
+    rng = np.random.default_rng(recipe.train.seed + 17)
+
+    def dropped(n: int) -> np.ndarray:
+        return rng.random(n) < recipe.baseline_dropout
+
     graphs: list[Data] = []
     if uci is not None and len(cycles):
-        graphs += uci_graphs(uci, cycles, norm, window)
+        graphs += uci_graphs(uci, cycles, norm, window, dropped(len(cycles)))
     for topology, batch in sims:
-        graphs += simulated_graphs(batch, topology, norm, window)
+        graphs += simulated_graphs(batch, topology, norm, window, dropped(len(batch.system_health)))
     return graphs, norm
 
 
@@ -106,6 +113,7 @@ def train_checkpoint(recipe: Recipe, uci: UciData | None, cycles: np.ndarray, mo
         "simulated_windows_per_topology": recipe.simulated_windows,
         "simulated_topologies": recipe.training_topologies() if recipe.simulated_windows else [],
         "holdout_topology": recipe.holdout_topology,
+        "baseline_dropout": recipe.baseline_dropout,
         "graphs": len(graphs),
         "config": recipe.train.to_dict(),
         "seed": recipe.train.seed,

@@ -13,7 +13,7 @@ import torch
 from torch_geometric.data import Data
 
 from hydrodiag.features.graph import TopologyLayout, build_graph
-from hydrodiag.features.window import NormStats
+from hydrodiag.features.window import NormStats, baseline_key
 from hydrodiag.taxonomy import ANOMALY_TYPES
 
 NUM_ANOMALIES = len(ANOMALY_TYPES)
@@ -33,12 +33,35 @@ class LabelSet:
     system_anomaly_mask: np.ndarray  # [n, 9]
 
 
+@dataclass
+class NormValues:
+    """Raw training values grouped for `NormStats.fit`: by physical quantity and by machine sensor."""
+
+    by_quantity: dict[str, list[np.ndarray]]
+    by_sensor: dict[str, list[np.ndarray]]
+
+    @classmethod
+    def empty(cls) -> NormValues:
+        return cls({}, {})
+
+    def add(self, layout: TopologyLayout, windows: np.ndarray) -> None:
+        """`windows` is [n, num_sensors, T] raw values of one machine's sensors, in layout order."""
+        for j, (name, quantity) in enumerate(zip(layout.sensor_names, layout.sensor_quantities, strict=True)):
+            self.by_quantity.setdefault(quantity, []).append(windows[:, j])
+            self.by_sensor.setdefault(baseline_key(layout.topology_id, name), []).append(windows[:, j])
+
+    def fit(self) -> NormStats:
+        return NormStats.fit(self.by_quantity, self.by_sensor)
+
+
 def labelled_graphs(layout: TopologyLayout, windows: np.ndarray, norm: NormStats, labels: LabelSet,
-                    source: str) -> list[Data]:
-    """One graph per sample; `windows` is [n, num_sensors, T] already resampled."""
+                    source: str, without_baseline: np.ndarray | None = None) -> list[Data]:
+    """One graph per sample; `windows` is [n, num_sensors, T] already resampled. Samples flagged in
+    `without_baseline` are encoded as if the machine's baselines were unknown."""
     graphs = []
     for i in range(windows.shape[0]):
-        graph = build_graph(layout, windows[i], norm)
+        use_baseline = without_baseline is None or not bool(without_baseline[i])
+        graph = build_graph(layout, windows[i], norm, use_baseline)
         graph.y_component_health = torch.from_numpy(labels.component_health[i].astype(np.float32))
         graph.m_component_health = torch.from_numpy(labels.component_health_mask[i].astype(np.float32))
         graph.y_component_anomalies = torch.from_numpy(labels.component_anomalies[i].astype(np.float32))

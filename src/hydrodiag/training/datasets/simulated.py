@@ -12,16 +12,12 @@ from torch_geometric.data import Data
 from hydrodiag.features.graph import build_layout
 from hydrodiag.features.window import NormStats, resample_windows
 from hydrodiag.topology.schema import Topology
-from hydrodiag.training.samples import LabelSet, labelled_graphs
+from hydrodiag.training.samples import LabelSet, NormValues, labelled_graphs
 from hydrodiag.training.simulator import SimulatedBatch
 
 
-def simulated_norm_values(batch: SimulatedBatch, topology: Topology) -> dict[str, list[np.ndarray]]:
-    layout = build_layout(topology, list(batch.sensor_names))
-    values: dict[str, list[np.ndarray]] = {}
-    for j, quantity in enumerate(layout.sensor_quantities):
-        values.setdefault(quantity, []).append(batch.series[:, j])
-    return values
+def add_simulated_norm_values(values: NormValues, batch: SimulatedBatch, topology: Topology) -> None:
+    values.add(build_layout(topology, list(batch.sensor_names)), np.asarray(batch.series))
 
 
 def simulated_labels(batch: SimulatedBatch) -> LabelSet:
@@ -37,9 +33,10 @@ def simulated_labels(batch: SimulatedBatch) -> LabelSet:
     )
 
 
-def simulated_graphs(batch: SimulatedBatch, topology: Topology, norm: NormStats, window: int) -> list[Data]:
+def simulated_graphs(batch: SimulatedBatch, topology: Topology, norm: NormStats, window: int,
+                     without_baseline: np.ndarray | None = None) -> list[Data]:
     layout = build_layout(topology, list(batch.sensor_names))
     if layout.component_ids != list(batch.component_ids):
         raise ValueError("simulated batch components do not follow the topology's order")
     windows = resample_windows(np.asarray(batch.series), window)
-    return labelled_graphs(layout, windows, norm, simulated_labels(batch), f"sim:{topology.id}")
+    return labelled_graphs(layout, windows, norm, simulated_labels(batch), f"sim:{topology.id}", without_baseline)

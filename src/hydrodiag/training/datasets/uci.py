@@ -28,7 +28,7 @@ from hydrodiag.features.window import NormStats, resample_windows
 from hydrodiag.taxonomy import ANOMALY_TYPES
 from hydrodiag.topology.schema import Topology
 from hydrodiag.topology.templates import TopologyRegistry
-from hydrodiag.training.samples import LabelSet, labelled_graphs
+from hydrodiag.training.samples import LabelSet, NormValues, labelled_graphs
 
 TOPOLOGY_ID = "uci_test_rig"
 NUM_CYCLES = 2205
@@ -131,14 +131,12 @@ def uci_windows(data: UciData, cycles: np.ndarray, window: int) -> np.ndarray:
     return resample_windows(data.raw[cycles], window)
 
 
-def uci_norm_values(data: UciData, cycles: np.ndarray) -> dict[str, list[np.ndarray]]:
-    values: dict[str, list[np.ndarray]] = {}
-    layout = build_layout(data.topology, data.sensor_names)
-    for j, quantity in enumerate(layout.sensor_quantities):
-        values.setdefault(quantity, []).append(data.raw[cycles, j])
-    return values
+def add_uci_norm_values(values: NormValues, data: UciData, cycles: np.ndarray) -> None:
+    values.add(build_layout(data.topology, data.sensor_names), data.raw[cycles])
 
 
-def uci_graphs(data: UciData, cycles: np.ndarray, norm: NormStats, window: int) -> list:
+def uci_graphs(data: UciData, cycles: np.ndarray, norm: NormStats, window: int,
+               without_baseline: np.ndarray | None = None) -> list:
     layout = build_layout(data.topology, data.sensor_names)
-    return labelled_graphs(layout, uci_windows(data, cycles, window), norm, uci_labels(data, cycles), "uci")
+    return labelled_graphs(layout, uci_windows(data, cycles, window), norm, uci_labels(data, cycles), "uci",
+                           without_baseline)
