@@ -55,3 +55,25 @@ def test_training_without_baseline_matches_an_unknown_machine() -> None:
     unknown = build_graph(layout, operating[0], NormStats(norm.mean, norm.std))
     assert np.array_equal(dropped.series.numpy(), unknown.series.numpy())
     assert np.array_equal(dropped.stats.numpy(), unknown.stats.numpy())
+
+
+def test_baseline_declared_by_the_topology_wins_over_the_checkpoint() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from hydrodiag.topology.schema import Topology
+
+    data = TopologyRegistry().get("uci_test_rig").model_dump()
+    data["sensors"][0]["baseline"] = {"mean": 10.0, "std": 2.0}
+    topology = Topology.model_validate(data)
+    names = [s.name for s in topology.sensors]
+    layout = build_layout(topology, names)
+    norm = NormStats.fit({"pressure": [np.array([1.0, 3.0])]}, {f"uci_test_rig/{names[0]}": [np.array([0.0, 2.0])]})
+    windows = np.full((len(names), 60), 14.0)
+    stats = build_graph(layout, windows, norm).stats[len(layout.component_ids):]
+    assert float(stats[0, 2]) == 2.0  # (14 - 10) / 2 from the declared baseline, not (14 - 1) / 1
+    assert float(stats[0, 3]) == 1.0 and float(stats[1:, 3].abs().sum()) == 0.0
+
+    data["sensors"][0]["baseline"] = {"mean": 10.0, "std": 0.0}
+    with pytest.raises(ValidationError, match="baseline.std"):
+        Topology.model_validate(data)

@@ -18,6 +18,7 @@ from hydrodiag.errors import InvalidInputError
 from hydrodiag.features.window import (
     SERIES_CHANNELS,
     STAT_FEATURES,
+    Baseline,
     NormStats,
     encode_windows,
     resample_series,
@@ -48,6 +49,16 @@ class TopologyLayout:
     # quantity index. Shared by every graph of this layout; nothing writes to them.
     node_kind: torch.Tensor
     node_type: torch.Tensor
+    # Baselines the topology itself declares per sensor (commissioning data); they take precedence
+    # over those a checkpoint learned for a machine of the same topology id.
+    declared_baselines: tuple[tuple[float, float] | None, ...] = ()
+
+    def baseline(self, norm: NormStats) -> Baseline:
+        mean, std, known = norm.baseline_arrays(self.topology_id, self.sensor_names)
+        for j, declared in enumerate(self.declared_baselines):
+            if declared is not None:
+                mean[j], std[j], known[j] = declared[0], declared[1], 1.0
+        return mean, std, known
 
 
 def _edge_features(edge_type: str, reverse: bool, attributes: dict[str, float | None]) -> list[float]:
@@ -97,6 +108,7 @@ def build_layout(topology: Topology, sensor_names: list[str], field: str = "sens
         edge_attr=torch.tensor(attrs, dtype=torch.float32).reshape(-1, EDGE_FEATURES),
         node_kind=torch.tensor(node_kind, dtype=torch.long),
         node_type=torch.tensor(node_type, dtype=torch.long),
+        declared_baselines=tuple(topology.declared_baseline(name) for name in sensor_names),
     )
 
 
@@ -111,7 +123,7 @@ def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats, us
     series = np.zeros((n_components + n_sensors, SERIES_CHANNELS, window), dtype=np.float32)
     stats = np.zeros((n_components + n_sensors, STAT_FEATURES), dtype=np.float32)
     if n_sensors:
-        baseline = norm.baseline_arrays(layout.topology_id, layout.sensor_names) if use_baseline else None
+        baseline = layout.baseline(norm) if use_baseline else None
         encoded, sensor_stats = encode_windows(windows, layout.sensor_quantities, norm, baseline)
         series[n_components:] = encoded
         stats[n_components:] = sensor_stats

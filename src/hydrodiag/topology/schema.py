@@ -42,12 +42,22 @@ class Edge(BaseModel):
     description: str | None = None
 
 
+class SensorBaseline(BaseModel):
+    """A sensor's normal level on this machine, from its commissioning data (readings in normal
+    service; no fault labels needed): the model reads the sensor relative to it."""
+
+    model_config = ConfigDict(extra="forbid")
+    mean: float = Field(allow_inf_nan=False)
+    std: float = Field(gt=0, allow_inf_nan=False)
+
+
 class Sensor(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Identifier
     component: Identifier
     quantity: QuantityName
     description: str | None = None
+    baseline: SensorBaseline | None = None
 
 
 class Topology(BaseModel):
@@ -83,6 +93,12 @@ class Topology(BaseModel):
 
     def component_index(self) -> dict[str, int]:
         return {c.id: i for i, c in enumerate(self.components)}
+
+    def declared_baseline(self, name: str) -> tuple[float, float] | None:
+        for sensor in self.sensors:
+            if sensor.name == name and sensor.baseline is not None:
+                return sensor.baseline.mean, sensor.baseline.std
+        return None
 
     def resolve_sensor(self, name: str, field: str = "sensor_data") -> tuple[str, str]:
         """(component_id, quantity) for a declared sensor or a `<quantity>_<component_id>` name."""
