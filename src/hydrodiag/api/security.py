@@ -109,6 +109,9 @@ class SecurityMiddleware:
             if int(length) > self.max_body_bytes:
                 await self._refuse(scope, receive, send, 413, self._too_large(), {}, "body_too_large")
                 return
+            # HTTP framing bounds the body by the checked Content-Length; only chunked bodies need counting.
+            await self.app(scope, receive, send)
+            return
         await self.app(scope, self._limited(scope, receive), send)
 
     def _known(self, key: str) -> bool:

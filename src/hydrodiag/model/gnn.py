@@ -27,7 +27,7 @@ class ModelConfig:
     temporal_channels: int = 32
     gnn_layers: int = 3
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.3
     num_anomalies: int = len(ANOMALY_TYPES)
     num_component_types: int = len(COMPONENT_TYPES)
     num_quantities: int = len(QUANTITY_NAMES)

@@ -24,7 +24,10 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 64
     learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
+    # Strong weight decay (with the model's dropout 0.3): the test that matters is a combination of
+    # conditions never seen in training, and on a held-out fold 1e-4 / 0.1 let the accumulator fall
+    # to 48 % on one seed (79 % with these).
+    weight_decay: float = 1e-2
     seed: int = 0
     threads: int = 0
     health_weight: float = 8.0
