@@ -171,6 +171,26 @@ def test_inline_topology(client: httpx.Client) -> None:
     assert [c["id"] for c in body["components"]] == ["p1", "v1", "c1"]
 
 
+def test_topology_declared_baselines_are_read_and_validated(client: httpx.Client) -> None:
+    def topology(baseline: dict[str, float] | None) -> dict[str, object]:
+        sensor = {"name": "P_out", "component": "p1", "quantity": "pressure"}
+        return {"id": "mini_press_b", "components": [{"id": "p1", "type": "pump"}, {"id": "v1", "type": "valve"}],
+                "edges": [{"source": "p1", "target": "v1"}],
+                "sensors": [sensor if baseline is None else {**sensor, "baseline": baseline}]}
+
+    def predict(baseline: dict[str, float] | None) -> httpx.Response:
+        return client.post("/predict", json={"equipment_id": _unique("press"), "topology": topology(baseline),
+                                              "sensor_data": {"P_out": [180.0, 182.0, 181.0, 183.0]}})
+
+    without, commissioned = predict(None), predict({"mean": 120.0, "std": 5.0})
+    assert without.status_code == commissioned.status_code == 200, commissioned.text
+    # 180 bar is 12 standard deviations above this machine's normal: the model must see a difference.
+    assert without.json()["components"] != commissioned.json()["components"]
+    invalid = predict({"mean": 120.0, "std": 0.0})
+    assert invalid.status_code == 422
+    assert "baseline" in invalid.text and "Traceback" not in invalid.text
+
+
 def test_degradation_trend_from_history(client: httpx.Client, uci: UciCycles) -> None:
     equipment = _unique("trend")
     start = datetime(2026, 1, 1, tzinfo=UTC)

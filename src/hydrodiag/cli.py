@@ -1,4 +1,4 @@
-"""Command line: serve / train / evaluate / simulate / bench.
+"""Command line: serve / train / evaluate / simulate / commission.
 
 Each command only parses options and calls into the layer that owns the work.
 """
@@ -98,6 +98,30 @@ def simulate(
     except (ValueError, HydrodiagError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def commission(
+    topology: str = typer.Option(..., "--topology", help="Template or registered-topology JSON file, or template id."),
+    readings: Path = typer.Option(..., "--readings", help="JSON object: sensor name -> readings in normal service."),
+    out: Path = typer.Option(..., "--out", help="Topology JSON to write, with every sensor's baseline."),
+) -> None:
+    """Record a machine's normal sensor levels in its topology (then register it: POST /topologies)."""
+    import json
+
+    from hydrodiag.errors import HydrodiagError
+    from hydrodiag.topology.commissioning import commission as commission_topology
+    from hydrodiag.topology.templates import TopologyRegistry, load_template_file
+
+    try:
+        source = Path(topology)
+        base = load_template_file(source) if source.is_file() else TopologyRegistry().get(topology, "--topology")
+        result = commission_topology(base, json.loads(readings.read_text(encoding="utf-8")))
+    except (OSError, ValueError, HydrodiagError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    out.write_text(result.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {out}: baselines for {sum(s.baseline is not None for s in result.sensors)} sensors")
 
 
 if __name__ == "__main__":
