@@ -29,7 +29,7 @@ def serve(
 def train(
     data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
     out: Path = typer.Option(Path("models/default.ckpt"), "--out", help="Checkpoint file to write."),
-    epochs: int = typer.Option(40, min=1, help="Training epochs."),
+    epochs: int = typer.Option(80, min=1, help="Training epochs."),
     seed: int = typer.Option(0, help="Seed for weights, shuffling and simulation."),
     exclude: Path | None = typer.Option(None, "--exclude", help="File of cycle indices training never sees."),
     simulated_windows: int = typer.Option(100, min=0, help="Simulated windows per excavator/press/crane."),
@@ -52,12 +52,12 @@ def train(
 def evaluate(
     data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
     out: Path = typer.Option(Path("docs/evaluation"), "--out", help="Folder for REPORT.md, report.json, plots."),
-    epochs: int = typer.Option(40, min=1, help="Training epochs of every fold model."),
+    epochs: int = typer.Option(80, min=1, help="Training epochs of every fold model."),
     seed: int = typer.Option(0, help="Seed for folds, weights and simulation."),
     simulated_windows: int = typer.Option(100, min=0, help="Simulated windows per training topology."),
     holdout_topology: str | None = typer.Option("crane", help="Simulated topology held out for the universality test."),
     max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds of each split (smoke runs)."),
-    splits: str = typer.Option("shuffled_10fold,combination_heldout_5fold", help="Comma-separated splits."),
+    splits: str = typer.Option("combination_heldout_5fold,shuffled_10fold", help="Comma-separated splits."),
     jobs: int = typer.Option(2, min=1, help="Folds trained in parallel processes (one torch thread each)."),
     attach_to: Path | None = typer.Option(None, help="Checkpoint trained by the same recipe: store the summary in it."),
     merge: bool = typer.Option(False, help="Keep the other splits of an existing report in --out."),
