@@ -114,4 +114,7 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     reference = held_out["seen_topology_reference"]
     assert reference["topology"] == "excavator" and held_out["windows"] == reference["windows"] == 500
     assert "a machine it was trained on" in (out / "REPORT.md").read_text()
+    # An interrupted evaluation resumes: every fold and the universality result are cached.
+    cached = json.loads(next((out / ".folds").glob("universality-crane-*.json")).read_text())
+    assert cached == held_out
     assert (out / "combination_heldout_5fold_confusion.png").stat().st_size > 1000

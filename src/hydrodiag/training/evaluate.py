@@ -41,7 +41,7 @@ class EvaluationConfig:
     max_folds: int | None = None  # smoke runs evaluate only the first folds of each split
     anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD
     universality: bool = True
-    cache_dir: Path | None = None  # finished folds are kept here, so an interrupted run resumes
+    cache_dir: Path | None = None  # finished folds (and the universality result) are kept here: a rerun resumes
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:
@@ -225,6 +225,22 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
     recipe = config.recipe
     if not recipe.holdout_topology or recipe.simulated_windows <= 0:
         return None
+    cache = (config.cache_dir / f"universality-{recipe.holdout_topology}-{UNIVERSALITY_TEST_WINDOWS}-"
+             f"{recipe_fingerprint(recipe)}.json") if config.cache_dir else None
+    if cache is not None and cache.exists():
+        cached: dict[str, object] = json.loads(cache.read_text(encoding="utf-8"))
+        return cached
+    result = _universality(config, data, progress)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def _universality(config: EvaluationConfig, data: UciData | None,
+                  progress: ProgressCallback | None) -> dict[str, object]:
+    recipe = config.recipe
+    assert recipe.holdout_topology is not None
     cycles = np.arange(data.num_cycles) if data is not None else np.array([], dtype=np.int64)
     graphs, norm = build_training_set(recipe, data, cycles)
     model = fit(graphs, recipe.train, progress)
