@@ -220,7 +220,8 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
     The unseen machine's sensor baselines come from a separate batch of its operating data, with no
     labels: what commissioning a new machine gives (its readings in normal service, not its faults).
     For scale, the same model is scored on new units of a machine it was trained on: the gap between
-    the two is what the unseen topology costs; the reference itself is what the simulated task allows.
+    the two is what the unseen topology costs; the reference shows how much of the simulated machines
+    the recipe learned at all.
     """
     recipe = config.recipe
     if not recipe.holdout_topology or recipe.simulated_windows <= 0:
