@@ -48,6 +48,8 @@ HYDRODIAG_ENV = (
     "COMPILE_MODE",
     "TORCH_THREADS",
     "LOG_LEVEL",
+    "GC_FREEZE",
+    "ACCESS_LOG",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
 )

@@ -75,5 +75,5 @@ def test_baseline_declared_by_the_topology_wins_over_the_checkpoint() -> None:
     assert float(stats[0, 3]) == 1.0 and float(stats[1:, 3].abs().sum()) == 0.0
 
     data["sensors"][0]["baseline"] = {"mean": 10.0, "std": 0.0}
-    with pytest.raises(ValidationError, match="baseline.std"):
+    with pytest.raises(ValidationError, match=r"baseline\.std"):
         Topology.model_validate(data)

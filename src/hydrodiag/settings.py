@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(False, description="uvicorn's line per request (always on with LOG_LEVEL=DEBUG).")
+    gc_freeze: bool = Field(True, description="Exclude what is alive once the model is loaded from the garbage "
+                            "collector's passes (gc.freeze): removes ~100 ms p99 stalls under load.")
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGTERM: longest wait for in-flight work.")
 
     # Security

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,7 +50,7 @@ DESCRIPTION = (
 STORE_RETRY_MAX_S = 5.0
 
 
-async def _load_model(app: FastAPI, engine: InferenceEngine) -> None:
+async def _load_model(app: FastAPI, engine: InferenceEngine, settings: Settings) -> None:
     try:
         await engine.start()
     except asyncio.CancelledError:
@@ -68,6 +69,11 @@ async def _load_model(app: FastAPI, engine: InferenceEngine) -> None:
         served = engine.model
         if served is not None:
             logger.info("ready: model %s version %s on %s", served.path, served.model_version, served.device)
+        if settings.gc_freeze:
+            # What is alive now (modules, the model, caches) lives as long as the process; frozen, the
+            # collector's full passes no longer walk it while requests wait.
+            gc.collect()
+            gc.freeze()
 
 
 async def _open_store(app: FastAPI, database: HistoryDatabase, engine: InferenceEngine) -> None:
@@ -117,7 +123,7 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
         if not served_engine.is_loaded:
-            tasks.append(asyncio.create_task(_load_model(app, served_engine), name="hydrodiag-model-load"))
+            tasks.append(asyncio.create_task(_load_model(app, served_engine, settings), name="hydrodiag-model-load"))
         if history is not None:
             tasks.append(asyncio.create_task(_open_store(app, history, served_engine), name="hydrodiag-store"))
         try:

@@ -24,7 +24,9 @@ def _percent(value: float | None) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# hydrodiag evaluation report", "",
-             f"Produced by `{report['command']}` in {report['duration_s']:.0f} s on {report['machine']}.", "",
+             f"Produced by `{report['command']}` on {report['machine']}; this invocation took "
+             f"{report['duration_s']:.0f} s (folds and the universality result found in `.folds/`, the cache of "
+             "earlier invocations of the same recipe, are reused, not retrained).", "",
              "Accuracy = share of test cycles whose grade is recovered from the predicted component health "
              "(nearest grade under the label mapping). RF = random forest on 7 statistics of each sensor, "
              "same folds.", ""]
