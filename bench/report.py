@@ -132,6 +132,15 @@ def _diagnosis(results: dict[str, Any]) -> list[str]:
             f"measured {rps16:.0f} req/s, so p99 <= 15 ms needs more than {16000 / 15:.0f} req/s on the "
             f"server's core(s) (p99 measured: {hd16:.1f} ms)."
         )
+    rss = _get(results, "servers", "hydrodiag", "memory_ready", "tree_rss_mb")
+    plain_rss = _get(results, "servers", "plain_fastapi", "memory_ready", "tree_rss_mb")
+    if rss is not None and plain_rss is not None:
+        notes.append(
+            f"Memory: the plain handler, which imports torch, torch_geometric and the same model code, is at "
+            f"{plain_rss:.0f} MB when ready; hydrodiag's {rss:.0f} MB adds {rss - plain_rss:.0f} MB for what the "
+            "plain handler lacks (the history store with SQLAlchemy/Alembic, metrics, settings, validation "
+            "schemas, batcher). torch_geometric alone imports torch._dynamo and sympy (~100 MB)."
+        )
     return notes
 
 
