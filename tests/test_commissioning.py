@@ -21,10 +21,11 @@ def test_commissioned_topology_carries_each_sensors_normal_and_serves_it(tmp_pat
                 "temperature_cyl_boom": rng.normal(95.0, 2.0, size=600).tolist()}  # undeclared, named
     (tmp_path / "readings.json").write_text(json.dumps(readings))
     out = tmp_path / "excavator_7.json"
-    result = CliRunner().invoke(app, ["commission", "--topology", "excavator", "--readings",
+    result = CliRunner().invoke(app, ["commission", "--topology", "excavator", "--id", "excavator_7", "--readings",
                                       str(tmp_path / "readings.json"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     topology = Topology.model_validate_json(out.read_text())
+    assert topology.id == "excavator_7"
     by_name = {s.name: s for s in topology.sensors}
     assert by_name["pressure_pump_main"].baseline is not None
     assert abs(by_name["pressure_pump_main"].baseline.mean - 180.0) < 0.5

@@ -105,6 +105,7 @@ def commission(
     topology: str = typer.Option(..., "--topology", help="Template or registered-topology JSON file, or template id."),
     readings: Path = typer.Option(..., "--readings", help="JSON object: sensor name -> readings in normal service."),
     out: Path = typer.Option(..., "--out", help="Topology JSON to write, with every sensor's baseline."),
+    topology_id: str | None = typer.Option(None, "--id", help="Id of the written topology (default: the source's)."),
 ) -> None:
     """Record a machine's normal sensor levels in its topology (then register it: POST /topologies)."""
     import json
@@ -116,7 +117,7 @@ def commission(
     try:
         source = Path(topology)
         base = load_template_file(source) if source.is_file() else TopologyRegistry().get(topology, "--topology")
-        result = commission_topology(base, json.loads(readings.read_text(encoding="utf-8")))
+        result = commission_topology(base, json.loads(readings.read_text(encoding="utf-8")), topology_id=topology_id)
     except (OSError, ValueError, HydrodiagError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -16,7 +16,8 @@ from hydrodiag.topology.schema import Sensor, SensorBaseline, Topology
 MIN_READINGS = 10
 
 
-def commission(topology: Topology, readings: dict[str, object], field: str = "readings") -> Topology:
+def commission(topology: Topology, readings: dict[str, object], field: str = "readings",
+               topology_id: str | None = None) -> Topology:
     """A copy of `topology` whose sensors carry the mean and std of their commissioning readings.
 
     `readings` maps sensor names to values in normal service: one flat list, or a list of windows.
@@ -41,4 +42,5 @@ def commission(topology: Topology, readings: dict[str, object], field: str = "re
     for name, baseline in baselines.items():  # undeclared, resolved from their names
         component, quantity = topology.resolve_sensor(name, field)
         sensors.append(Sensor(name=name, component=component, quantity=quantity, baseline=baseline))  # type: ignore[arg-type]
-    return Topology.model_validate({**topology.model_dump(), "sensors": [s.model_dump() for s in sensors]})
+    return Topology.model_validate({**topology.model_dump(), "id": topology_id or topology.id,
+                                    "sensors": [s.model_dump() for s in sensors]})
