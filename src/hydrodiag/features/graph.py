@@ -54,7 +54,10 @@ class TopologyLayout:
     declared_baselines: tuple[tuple[float, float] | None, ...] = ()
 
     def baseline(self, norm: NormStats) -> Baseline:
-        mean, std, known = norm.baseline_arrays(self.topology_id, self.sensor_names)
+        learned = norm.baseline_arrays(self.topology_id, self.sensor_names)
+        if all(declared is None for declared in self.declared_baselines):
+            return learned
+        mean, std, known = (array.copy() for array in learned)
         for j, declared in enumerate(self.declared_baselines):
             if declared is not None:
                 mean[j], std[j], known[j] = declared[0], declared[1], 1.0

@@ -53,6 +53,10 @@ def resample_series(series: list[np.ndarray], window: int) -> np.ndarray:
     return out
 
 
+Baseline = tuple[np.ndarray, np.ndarray, np.ndarray]  # per-sensor mean, std, known (1/0)
+BASELINE_CACHE_SIZE = 256
+
+
 def baseline_key(topology_id: str, sensor: str) -> str:
     return f"{topology_id}/{sensor}"
 
@@ -70,6 +74,9 @@ class NormStats:
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # baseline_arrays per (topology id, sensor names): serving asks the same question on every request.
+    _baseline_cache: dict[tuple[str, tuple[str, ...]], Baseline] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, dict[str, float] | dict[str, list[float]]]:
         return {"mean": dict(self.mean), "std": dict(self.std),
@@ -96,23 +103,27 @@ class NormStats:
         """Baselines of one machine from its operating data ([n, sensors, T]; no labels needed)."""
         for j, name in enumerate(sensor_names):
             self.baselines[baseline_key(topology_id, name)] = _mean_std([windows[:, j]])
+        self._baseline_cache.clear()
 
-    def baseline_arrays(self, topology_id: str, sensor_names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, std and known (1/0) per sensor; unknown sensors get (0, 1, 0)."""
-        found = [self.baselines.get(baseline_key(topology_id, name)) for name in sensor_names]
-        mean = np.array([b[0] if b else 0.0 for b in found], dtype=np.float32)
-        std = np.array([b[1] if b else 1.0 for b in found], dtype=np.float32)
-        known = np.array([1.0 if b else 0.0 for b in found], dtype=np.float32)
-        return mean, std, known
+    def baseline_arrays(self, topology_id: str, sensor_names: list[str]) -> Baseline:
+        """Mean, std and known (1/0) per sensor; unknown sensors get (0, 1, 0). Shared: do not modify."""
+        key = (topology_id, tuple(sensor_names))
+        cached = self._baseline_cache.get(key)
+        if cached is None:
+            found = [self.baselines.get(baseline_key(topology_id, name)) for name in sensor_names]
+            cached = (np.array([b[0] if b else 0.0 for b in found], dtype=np.float32),
+                      np.array([b[1] if b else 1.0 for b in found], dtype=np.float32),
+                      np.array([1.0 if b else 0.0 for b in found], dtype=np.float32))
+            if len(self._baseline_cache) >= BASELINE_CACHE_SIZE:
+                self._baseline_cache.clear()
+            self._baseline_cache[key] = cached
+        return cached
 
     def arrays(self, quantities: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std per entry; quantities never seen in training get a neutral (0, 1) scale."""
         mean = np.array([self.mean.get(q, 0.0) for q in quantities], dtype=np.float32)
         std = np.array([self.std.get(q, 1.0) for q in quantities], dtype=np.float32)
         return mean, std
-
-
-Baseline = tuple[np.ndarray, np.ndarray, np.ndarray]  # per-sensor mean, std, known (1/0)
 
 
 def encode_windows(windows: np.ndarray, quantities: list[str], norm: NormStats,
