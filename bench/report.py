@@ -139,7 +139,8 @@ def _diagnosis(results: dict[str, Any]) -> list[str]:
             f"Memory: the plain handler, which imports torch, torch_geometric and the same model code, is at "
             f"{plain_rss:.0f} MB when ready; hydrodiag's {rss:.0f} MB adds {rss - plain_rss:.0f} MB for what the "
             "plain handler lacks (the history store with SQLAlchemy/Alembic, metrics, settings, validation "
-            "schemas, batcher). torch_geometric alone imports torch._dynamo and sympy (~100 MB)."
+            "schemas, batcher). Both import hydrodiag first, which keeps torch._dynamo (and sympy, ~70 MB) out "
+            "of the process (hydrodiag.lazy_imports)."
         )
     return notes
 

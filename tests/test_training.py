@@ -111,6 +111,7 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     held_out = report["universality"]
     assert held_out["holdout_topology"] == "crane" and set(held_out["per_type_f1"]) >= {"cavitation", "leakage"}
     assert 0.0 <= held_out["macro_f1"] <= 1.0
+    assert set(held_out["recall_by_severity"]) == {"0.1-0.4", "0.4-0.7", "0.7-1.0"}
     reference = held_out["seen_topology_reference"]
     assert reference["topology"] == "excavator" and held_out["windows"] == reference["windows"] == 500
     assert "a machine it was trained on" in (out / "REPORT.md").read_text()

@@ -226,7 +226,7 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
     recipe = config.recipe
     if not recipe.holdout_topology or recipe.simulated_windows <= 0:
         return None
-    cache = (config.cache_dir / f"universality-{recipe.holdout_topology}-{UNIVERSALITY_TEST_WINDOWS}-"
+    cache = (config.cache_dir / f"universality-{recipe.holdout_topology}-{UNIVERSALITY_TEST_WINDOWS}-v2-"
              f"{recipe_fingerprint(recipe)}.json") if config.cache_dir else None
     if cache is not None and cache.exists():
         cached: dict[str, object] = json.loads(cache.read_text(encoding="utf-8"))
@@ -269,6 +269,7 @@ def detection_scores(model: UniversalTemporalGNN, norm: NormStats, topology: Top
     detected = (predicted.system_probabilities >= threshold).astype(int)
     healthy = truth.sum(axis=1) == 0
     per_type = f1_score(truth, detected, average=None, zero_division=0.0)
+    severity = np.asarray(batch.severities).max(axis=1)  # [n, 9]: the worst injected fault of each type
     return {
         "windows": int(truth.shape[0]),
         "healthy_windows": int(healthy.sum()),
@@ -276,7 +277,20 @@ def detection_scores(model: UniversalTemporalGNN, norm: NormStats, topology: Top
         "per_type_f1": {name: float(v) for name, v in zip(ANOMALY_TYPES, per_type, strict=True)},
         "false_alarm_rate": float(detected[healthy].any(axis=1).mean()) if healthy.any() else None,
         "system_health_mae": float(np.abs(predicted.system_health - np.asarray(batch.system_health)).mean()),
+        "recall_by_severity": recall_by_severity(truth, detected, severity),
     }
+
+
+SEVERITY_BANDS = ((0.1, 0.4), (0.4, 0.7), (0.7, 1.01))
+
+
+def recall_by_severity(truth: np.ndarray, detected: np.ndarray, severity: np.ndarray) -> dict[str, float | None]:
+    """Share of the faults detected, pooled over types, by how far they have progressed."""
+    bands: dict[str, float | None] = {}
+    for low, high in SEVERITY_BANDS:
+        inside = (truth == 1) & (severity >= low) & (severity < high)
+        bands[f"{low:.1f}-{min(high, 1.0):.1f}"] = float(detected[inside].mean()) if inside.any() else None
+    return bands
 
 
 def summarise(splits: dict[str, dict[str, object]], universality: dict[str, object] | None) -> dict[str, object]:

@@ -22,6 +22,10 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _bands(recall: dict[str, float | None]) -> str:
+    return ", ".join(f"{band}: {_percent(value)}" for band, value in recall.items())
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# hydrodiag evaluation report", "",
              f"Produced by `{report['command']}` on {report['machine']}; this invocation took "
@@ -51,11 +55,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"- Macro-F1 over the 9 anomaly types: {universality['macro_f1']:.3f}",
                   f"- False-alarm rate on healthy windows: {_percent(universality['false_alarm_rate'])}",
                   f"- System health MAE: {universality['system_health_mae']:.3f}"]
+        if "recall_by_severity" in universality:
+            recall = _bands(universality["recall_by_severity"])
+            lines.append(f"- Faults detected by severity (pooled over types): {recall}")
         if reference:
             lines += [f"- For scale, the same model on {reference['windows']} windows of new units of "
                       f"`{reference['topology']}`, a machine it was trained on: macro-F1 {reference['macro_f1']:.3f}, "
                       f"false alarms {_percent(reference['false_alarm_rate'])}, system health MAE "
-                      f"{reference['system_health_mae']:.3f}", "",
+                      f"{reference['system_health_mae']:.3f}"
+                      + (f", faults detected by severity {_bands(reference['recall_by_severity'])}"
+                         if "recall_by_severity" in reference else ""), "",
                       "| anomaly type | F1, held-out machine | F1, trained machine |", "|---|---|---|"]
             lines += [f"| {k} | {v:.3f} | {reference['per_type_f1'][k]:.3f} |"
                       for k, v in universality["per_type_f1"].items()]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
@@ -31,6 +32,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     health_weight: float = 8.0
+    # Share of the last epochs whose weights are averaged into the final model (stochastic weight
+    # averaging); 0 keeps the last weights.
+    average_last: float = 0.25
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, object]:
@@ -79,6 +83,8 @@ def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback 
     steps = max(1, config.epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
                                                     pct_start=0.15)
+    average_from = config.epochs - round(config.average_last * config.epochs)
+    averaged = AveragedModel(model) if average_from < config.epochs else None
     for epoch in range(config.epochs):
         total, count = 0.0, 0
         for batch in loader:
@@ -90,8 +96,13 @@ def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback 
             scheduler.step()
             total += float(loss.detach()) * batch.num_graphs
             count += batch.num_graphs
+        if averaged is not None and epoch >= average_from:
+            averaged.update_parameters(model)
         if progress:
             progress(epoch + 1, config.epochs, total / max(count, 1))
+    if averaged is not None:
+        # LayerNorm only (no batch statistics), so the averaged weights need no re-estimation pass.
+        model.load_state_dict(averaged.module.state_dict())
     model.eval()
     return model
 
