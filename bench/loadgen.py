@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,11 @@ def run_wrk(
         url,
     ]
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": path}
+    # CPU the load generator itself burns, so that a client sharing cores with the server is accounted for.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration_s + request_timeout_s + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed (rc {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
@@ -107,6 +112,7 @@ def run_wrk(
         "failed": failed,
         "latency_ms": {k: _ms(lat[k]) for k in ("p50", "p75", "p90", "p95", "p99", "p999", "mean", "max")},
         "pinned_cpu": cpu,
+        "client_cpu_share": round(client_cpu_s / seconds, 3) if seconds > 0 else None,
     }
 
 

@@ -46,6 +46,8 @@ def _header(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
         ]
     pinning = (
         f"load generator on CPU {pin['client_cpu']}, every server process on CPU {pin['server_cpus']}"
+        + (" (the servers share the load generator's core; its CPU use is the 'client CPU' column)"
+           if pin["client_cpu"] in str(pin.get("server_cpus", "")).split(",") else "")
         if pin.get("client_cpu") is not None
         else "none (fewer than 2 CPUs or --no-pin)"
     )
@@ -99,11 +101,12 @@ def _closed_loop(results: dict[str, Any], s: dict[str, Any], servers: dict[str, 
             run["latency_ms"]["p95"],
             run["latency_ms"]["p99"],
             run["non_2xx"] + run["errors"]["timeout"],
+            _fmt(100 * run["client_cpu_share"], 0) + " %" if run.get("client_cpu_share") is not None else "",
         ]
         for name, data in servers.items()
         for c, run in (_get(data, "payloads", primary, "levels") or {}).items()
     ]
-    out += _table(["Server", "Clients", "req/s", "p50", "p95", "p99", "errors"], rows)
+    out += _table(["Server", "Clients", "req/s", "p50", "p95", "p99", "errors", "client CPU"], rows)
     if s.get("ratios_to_hydrodiag"):
         out += [
             "### Competitors as ratios to hydrodiag (competitor ÷ hydrodiag)",

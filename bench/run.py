@@ -109,12 +109,14 @@ def background_load(seconds: float = 1.0) -> dict[str, Any]:
     }
 
 
-def cpu_split(pin: bool) -> tuple[str | None, str | None]:
-    """(client cpu, server cpus): the load generator gets the first core, the servers the rest."""
+def cpu_split(pin: bool, servers_share_client_core: bool) -> tuple[str | None, str | None]:
+    """(client cpu, server cpus): the load generator gets the first core; the servers every core
+    (sharing the client's, as a server on a small machine would) or only the others."""
     cpus = sorted(os.sched_getaffinity(0))
     if not pin or len(cpus) < 2:
         return None, None
-    return str(cpus[0]), ",".join(str(c) for c in cpus[1:])
+    server = cpus if servers_share_client_core else cpus[1:]
+    return str(cpus[0]), ",".join(str(c) for c in server)
 
 
 def run_model_bench(model_path: Path, bodies: list[Path], smoke: bool) -> dict[str, Any]:
@@ -204,6 +206,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: 1 level, no competitors")
     parser.add_argument("--no-competitors", action="store_true")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client and servers to cores")
+    parser.add_argument("--server-cpus", choices=("all", "rest"), default="all",
+                        help="servers on every core (the client's too; its CPU use is recorded) or only on the "
+                             "cores the client does not use")
     parser.add_argument("--levels", default="1,4,16,64", help="concurrent connections (closed loop)")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per closed-loop level")
     parser.add_argument("--litserve-batch-timeout", type=float, default=0.002)
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if wrk is None:
         log("wrk is required for the HTTP measurements (apt-get install -y wrk)")
         return 3
-    client_cpu, server_cpus = cpu_split(not args.no_pin)
+    client_cpu, server_cpus = cpu_split(not args.no_pin, args.server_cpus == "all")
     smoke = args.smoke
     plan = http_suite.HttpPlan(
         levels=(1,) if smoke else tuple(int(c) for c in args.levels.split(",")),
