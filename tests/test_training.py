@@ -115,6 +115,9 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     reference = held_out["seen_topology_reference"]
     assert reference["topology"] == "excavator" and held_out["windows"] == reference["windows"] == 500
     assert "a machine it was trained on" in (out / "REPORT.md").read_text()
+    forest = reference["random_forest"]
+    assert forest["windows"] == 500 and 0.0 <= forest["macro_f1"] <= 1.0
+    assert "How separable" in (out / "REPORT.md").read_text()
     # An interrupted evaluation resumes: every fold and the universality result are cached.
     cached = json.loads(next((out / ".folds").glob("universality-crane-*.json")).read_text())
     assert cached == held_out
