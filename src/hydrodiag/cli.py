@@ -38,6 +38,8 @@ def train(
     metrics: Path | None = typer.Option(None, help="Evaluation report JSON whose summary goes into the checkpoint."),
     limit_cycles: int = typer.Option(0, min=0, help="Use only the first N UCI cycles (smoke runs)."),
     threads: int = typer.Option(0, min=0, help="Torch threads for training (0 = torch's choice)."),
+    average_last: float = typer.Option(0.0, min=0.0, max=1.0,
+                                       help="Average the weights of this share of the last epochs (SWA)."),
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import run_training
@@ -45,7 +47,7 @@ def train(
     run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
                  simulated_windows=simulated_windows, holdout_topology=holdout_topology,
                  model_version=model_version, metrics=metrics, limit_cycles=limit_cycles,
-                 threads=threads)
+                 threads=threads, average_last=average_last)
 
 
 @app.command()
@@ -62,6 +64,8 @@ def evaluate(
     attach_to: Path | None = typer.Option(None, help="Checkpoint trained by the same recipe: store the summary in it."),
     merge: bool = typer.Option(False, help="Keep the other splits of an existing report in --out."),
     universality: bool = typer.Option(True, help="Also train and test against the held-out simulated topology."),
+    average_last: float = typer.Option(0.0, min=0.0, max=1.0,
+                                       help="Average the weights of this share of the last epochs (SWA)."),
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
@@ -69,7 +73,7 @@ def evaluate(
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
                    holdout_topology=holdout_topology, max_folds=max_folds,
                    splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
-                   universality=universality)
+                   universality=universality, average_last=average_last)
 
 
 @app.command()
