@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     # A report may be assembled from several runs (e.g. one per split); each run's command is kept.
     results = {**previous.get("splits", {}), **results}
     held_out = held_out or previous.get("universality")
-    command = "hydrodiag evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "hydrodiag evaluate"
+    command = shlex.join(["hydrodiag", "evaluate", *sys.argv[2:]])
     report = {
         "command": " && ".join([*previous.get("commands", []), command]) if previous else command,
         "commands": [*previous.get("commands", []), command],
