@@ -15,6 +15,7 @@ from hydrodiag.errors import CheckpointError
 from hydrodiag.features.window import resample_rows, resample_series
 from hydrodiag.model.checkpoint import load_checkpoint, read_metadata
 from hydrodiag.training.datasets.uci import TARGETS, load_uci, uci_windows
+from hydrodiag.training.evaluate import recall_by_severity
 from hydrodiag.training.recipe import read_exclude_file
 
 TARGET = {t.component: t for t in TARGETS}
@@ -41,6 +42,15 @@ def test_resampling_keeps_a_series_of_window_length_and_interpolates_others() ->
     stretched = resample_series([np.array([0.0, 10.0]), np.arange(60.0)], 11)
     assert stretched[0].tolist() == pytest.approx(list(np.linspace(0, 10, 11)))
     assert stretched[1][0] == 0.0 and stretched[1][-1] == pytest.approx(59.0)
+
+
+def test_recall_by_severity_bands_each_fault_by_its_own_severity() -> None:
+    truth = np.array([[1, 0], [1, 1], [1, 0], [0, 0]])
+    severity = np.array([[0.2, 0.0], [0.5, 1.0], [0.9, 0.0], [0.05, 0.0]])  # the last is a sub-floor fault
+    detected = np.array([[0, 0], [1, 1], [0, 1], [1, 0]])
+    assert recall_by_severity(truth, detected, severity) == {"0.1-0.4": 0.0, "0.4-0.7": 1.0, "0.7-1.0": 0.5}
+    assert recall_by_severity(truth[:1], detected[:1], severity[:1]) == {"0.1-0.4": 0.0, "0.4-0.7": None,
+                                                                         "0.7-1.0": None}
 
 
 def test_exclude_file_parsing(tmp_path: Path) -> None:
