@@ -256,7 +256,7 @@ def _universality(config: EvaluationConfig, data: UciData | None,
         ((topology, batch),) = simulated_batches(test_recipe, recipe.train.seed + 7919, seen)
         result["seen_topology_reference"] = {
             "topology": seen[0], **detection_scores(model, norm, topology, batch, recipe, config.anomaly_threshold),
-            "random_forest": forest_reference(recipe, seen[0])}
+            "random_forest": forest_reference(recipe, seen[0], batch)}
     return result
 
 
@@ -265,15 +265,13 @@ def _universality(config: EvaluationConfig, data: UciData | None,
 FOREST_REFERENCE_WINDOWS = 2000
 
 
-def forest_reference(recipe: Recipe, topology_id: str) -> dict[str, object]:
+def forest_reference(recipe: Recipe, topology_id: str, test: SimulatedBatch) -> dict[str, object]:
     """A per-machine random forest on window statistics, trained on FOREST_REFERENCE_WINDOWS labelled
-    windows of `topology_id` and scored on the same new units as the model's reference."""
+    windows of `topology_id` and scored on `test`, the new units the model's reference is scored on."""
     from hydrodiag.training.baseline import random_forest_detections
 
     ((_, train),) = simulated_batches(replace(recipe, simulated_windows=FOREST_REFERENCE_WINDOWS),
                                       recipe.train.seed + 1301, [topology_id])
-    test_recipe = replace(recipe, simulated_windows=UNIVERSALITY_TEST_WINDOWS)
-    ((_, test),) = simulated_batches(test_recipe, recipe.train.seed + 7919, [topology_id])
     detected = random_forest_detections(np.asarray(train.series), np.asarray(train.system_anomalies),
                                         np.asarray(test.series), recipe.train.seed)
     return {"training_windows": FOREST_REFERENCE_WINDOWS, **detection_metrics(test, detected)}
