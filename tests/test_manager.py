@@ -158,6 +158,14 @@ def _other_vocabulary(source: Path, target: Path) -> None:
     save_file(load_file(str(source)), str(target), metadata={METADATA_KEY: json.dumps(metadata)})
 
 
+def _other_features(source: Path, target: Path) -> None:
+    """A checkpoint trained on inputs encoded differently from this release's (say, a later one)."""
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = json.loads(handle.metadata()[METADATA_KEY])
+    metadata["feature_version"] = 99
+    save_file(load_file(str(source)), str(target), metadata={METADATA_KEY: json.dumps(metadata)})
+
+
 CORRUPTIONS = {
     "truncated": (_truncated, "truncated or corrupt"),
     "random_bytes": (_random_bytes, "truncated or corrupt"),
@@ -165,6 +173,7 @@ CORRUPTIONS = {
     "shape_mismatch": (_shape_mismatch, "do not fit"),
     "bad_metadata_json": (_bad_metadata_json, "not valid JSON"),
     "other_vocabulary": (_other_vocabulary, "vocabularies"),
+    "other_features": (_other_features, "input features version 99"),
 }
 
 

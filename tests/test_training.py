@@ -132,3 +132,33 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     cached = json.loads(next((out / ".folds").glob("universality-crane-*.json")).read_text())
     assert cached == held_out
     assert (out / "combination_heldout_5fold_confusion.png").stat().st_size > 1000
+
+
+def test_sensor_dropout_cuts_off_sensors_only() -> None:
+    import torch
+    from torch_geometric.data import Batch
+
+    from hydrodiag.features.graph import NODE_COMPONENT, build_graph, build_layout
+    from hydrodiag.features.window import NormStats
+    from hydrodiag.topology.templates import TopologyRegistry
+    from hydrodiag.training.train import without_some_sensors
+
+    topology = TopologyRegistry().get("uci_test_rig")
+    names = [s.name for s in topology.sensors]
+    layout = build_layout(topology, names)
+    norm = NormStats.fit({q: [np.ones(60)] for q in layout.sensor_quantities})
+    batch = Batch.from_data_list([build_graph(layout, np.ones((len(names), 60)), norm) for _ in range(8)])
+    generator = torch.Generator().manual_seed(0)
+    assert without_some_sensors(batch, 0.0, generator) is None
+
+    edge_index, edge_attr = without_some_sensors(batch, 0.5, generator)  # type: ignore[misc]
+    assert edge_attr.shape[0] == edge_index.shape[1]
+    is_component = batch.node_kind == NODE_COMPONENT
+    def between_components(edges: torch.Tensor) -> int:
+        return int((is_component[edges[0]] & is_component[edges[1]]).sum())
+    assert between_components(edge_index) == between_components(batch.edge_index)  # the machine stays whole
+    sensors_heard = set(edge_index[0][~is_component[edge_index[0]]].tolist())
+    all_sensors = set(torch.nonzero(~is_component).squeeze(1).tolist())
+    assert 0.3 < 1 - len(sensors_heard) / len(all_sensors) < 0.7  # about half of the sensors are cut off
+    for node in all_sensors - sensors_heard:  # a dropped sensor neither sends nor receives
+        assert node not in edge_index[1].tolist()

@@ -40,6 +40,8 @@ def train(
     threads: int = typer.Option(0, min=0, help="Torch threads for training (0 = torch's choice)."),
     average_last: float = typer.Option(0.0, min=0.0, max=1.0,
                                        help="Average the weights of this share of the last epochs (SWA)."),
+    sensor_dropout: float = typer.Option(0.0, min=0.0, max=0.9,
+                                         help="Share of sensors hidden from each training sample."),
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import run_training
@@ -47,7 +49,7 @@ def train(
     run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
                  simulated_windows=simulated_windows, holdout_topology=holdout_topology,
                  model_version=model_version, metrics=metrics, limit_cycles=limit_cycles,
-                 threads=threads, average_last=average_last)
+                 threads=threads, average_last=average_last, sensor_dropout=sensor_dropout)
 
 
 @app.command()
@@ -66,6 +68,8 @@ def evaluate(
     universality: bool = typer.Option(True, help="Also train and test against the held-out simulated topology."),
     average_last: float = typer.Option(0.0, min=0.0, max=1.0,
                                        help="Average the weights of this share of the last epochs (SWA)."),
+    sensor_dropout: float = typer.Option(0.0, min=0.0, max=0.9,
+                                         help="Share of sensors hidden from each training sample."),
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
@@ -73,7 +77,8 @@ def evaluate(
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
                    holdout_topology=holdout_topology, max_folds=max_folds,
                    splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
-                   universality=universality, average_last=average_last)
+                   universality=universality, average_last=average_last,
+                   sensor_dropout=sensor_dropout)
 
 
 @app.command()

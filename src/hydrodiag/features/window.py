@@ -19,6 +19,9 @@ from hydrodiag.taxonomy import QUANTITY_NAMES
 # that tell a 100 bar from a 90 bar accumulator on a 2 bar return-line sensor; the baseline channel
 # keeps them, and it is what "unusual for this machine" means on a machine never seen in training.
 SERIES_CHANNELS = 3
+# Version of the encoding as a whole (channels, their order and scaling); kept in every checkpoint,
+# so a model is never fed inputs encoded differently from those it was trained on.
+FEATURE_VERSION = 1
 # Scalar summaries per sensor node: mean level (quantity-normalised), log relative spread, mean
 # level relative to the sensor's baseline, and whether a baseline is known (1/0).
 STAT_FEATURES = 4

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from hydrodiag.errors import CheckpointError
 from hydrodiag.features.graph import GRAPH_EDGE_TYPES
-from hydrodiag.features.window import NormStats
+from hydrodiag.features.window import FEATURE_VERSION, NormStats
 from hydrodiag.model.gnn import ModelConfig, UniversalTemporalGNN
 from hydrodiag.taxonomy import ANOMALY_TYPES, COMPONENT_TYPES, QUANTITY_NAMES
 
@@ -56,6 +56,7 @@ class Checkpoint:
             "format_version": FORMAT_VERSION,
             "model_version": self.model_version,
             "config": self.config.to_dict(),
+            "feature_version": FEATURE_VERSION,
             "vocabularies": current_vocabularies(),
             "normalisation": self.norm.to_dict(),
             "training": self.training,
@@ -107,6 +108,11 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     metadata = read_metadata(path)
     if metadata.get("vocabularies") != current_vocabularies():
         raise CheckpointError(path, "trained with different vocabularies (anomaly/component/quantity/edge types)")
+    # Checkpoints written before the encoding was versioned read their inputs as version 1.
+    trained_features = metadata.get("feature_version", 1)
+    if trained_features != FEATURE_VERSION:
+        raise CheckpointError(path, f"trained on input features version {trained_features}; this server encodes "
+                                    f"version {FEATURE_VERSION} (retrain it with this release's `hydrodiag train`)")
     try:
         config = ModelConfig(**metadata["config"])
         norm = NormStats.from_dict(metadata["normalisation"])

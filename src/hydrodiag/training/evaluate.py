@@ -22,7 +22,7 @@ import torch
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-from hydrodiag.features.window import SERIES_CHANNELS, STAT_FEATURES, NormStats
+from hydrodiag.features.window import FEATURE_VERSION, SERIES_CHANNELS, STAT_FEATURES, NormStats
 from hydrodiag.model.gnn import UniversalTemporalGNN
 from hydrodiag.taxonomy import ANOMALY_TYPES, DEFAULT_ANOMALY_THRESHOLD
 from hydrodiag.topology.schema import Topology
@@ -47,7 +47,7 @@ class EvaluationConfig:
 def recipe_fingerprint(recipe: Recipe) -> str:
     text = json.dumps({"train": recipe.train.to_dict(), "sim": recipe.simulated_windows,
                        "topologies": recipe.training_topologies(), "baseline_dropout": recipe.baseline_dropout,
-                       "features": [SERIES_CHANNELS, STAT_FEATURES]}, sort_keys=True)
+                       "features": [SERIES_CHANNELS, STAT_FEATURES, FEATURE_VERSION]}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

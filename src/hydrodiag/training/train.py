@@ -15,6 +15,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
+from hydrodiag.features.graph import NODE_SENSOR
 from hydrodiag.model.gnn import ModelConfig, ModelOutput, UniversalTemporalGNN
 
 ProgressCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
@@ -36,6 +37,10 @@ class TrainConfig:
     # averaging); 0 keeps the last weights. 0.25 lost 0.3-4 points on every held-out UCI target
     # (docs/MODEL_CARD.md), so it stays off.
     average_last: float = 0.0
+    # Share of sensor nodes cut off from the graph in each training batch (their edges removed, as
+    # if the sensor were absent), so that no diagnosis rests on a single sensor's view of one
+    # combination of conditions, and a machine with a failed sensor is still read sensibly.
+    sensor_dropout: float = 0.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, object]:
@@ -69,6 +74,16 @@ def diagnosis_loss(out: ModelOutput, batch: Batch, health_weight: float) -> Tens
     return health_weight * (comp_health + 0.5 * sys_health) + comp_anom + 0.5 * sys_anom
 
 
+def without_some_sensors(batch: Batch, share: float, generator: torch.Generator) -> tuple[Tensor, Tensor] | None:
+    """Edges of the batch with `share` of its sensor nodes cut off (component nodes always stay)."""
+    if share <= 0.0:
+        return None
+    dropped = (batch.node_kind == NODE_SENSOR) & (torch.rand(batch.num_nodes, generator=generator) < share)
+    source, target = batch.edge_index
+    kept = ~(dropped[source] | dropped[target])
+    return batch.edge_index[:, kept], batch.edge_attr[kept]
+
+
 def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback | None = None) -> UniversalTemporalGNN:
     seed_everything(config.seed)
     # Tiny gradients late in training turn into denormal floats, which are many times slower on CPU.
@@ -80,6 +95,7 @@ def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback 
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(list(graphs), batch_size=config.batch_size, shuffle=True, generator=generator,
                         exclude_keys=["source"])
+    dropout_generator = torch.Generator().manual_seed(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = max(1, config.epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
@@ -90,7 +106,10 @@ def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback 
         total, count = 0.0, 0
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = diagnosis_loss(model.forward_batch(batch), batch, config.health_weight)
+            edges = without_some_sensors(batch, config.sensor_dropout, dropout_generator)
+            out = model.forward_batch(batch) if edges is None else model(
+                batch.series, batch.stats, batch.node_kind, batch.node_type, *edges, batch.batch, int(batch.num_graphs))
+            loss = diagnosis_loss(out, batch, config.health_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
