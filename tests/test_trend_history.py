@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hydrodiag.inference.trend import TrendPolicy, estimate_degradation
+from hydrodiag.inference.trend import TrendPolicy, estimate_degradation, estimate_degradation_series
 from hydrodiag.store import HistoryStore, InMemoryHistoryStore
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -100,3 +100,28 @@ def test_store_under_threads() -> None:
         thread.join()
     assert sorted(store.equipment_ids()) == ["eq0", "eq1", "eq2", "eq3"]
     assert all(len(store.recent(f"eq{i}")) == 400 for i in range(4))
+
+
+def test_trend_series_are_the_serving_versions_points_among_the_latest() -> None:
+    store = InMemoryHistoryStore(max_points=6)
+    for i, version in enumerate(["1.0.0", "1.0.0", "2.0.0", "1.0.0", "2.0.0", "2.0.0", "1.0.0"]):
+        store.append("m", START + timedelta(hours=i), version, 1.0 - 0.1 * i, {}, {}, 1.0)
+    # point 0 has left the bounded history; of the latest 5 (points 2..6), 2.0.0 produced 2, 4, 5
+    seconds, healths = store.trend_series("m", "2.0.0", limit=5)
+    assert (seconds - START.timestamp()).tolist() == [2 * 3600.0, 4 * 3600.0, 5 * 3600.0]
+    assert healths.tolist() == pytest.approx([0.8, 0.6, 0.5])
+    seconds, healths = store.trend_series("m", "1.0.0")
+    assert healths.tolist() == pytest.approx([0.9, 0.7, 0.4])
+    assert [a.size for a in store.trend_series("unknown", "1.0.0")] == [0, 0]
+
+
+def test_trend_from_store_columns_equals_trend_from_points() -> None:
+    store = InMemoryHistoryStore()
+    naive = datetime(2026, 1, 1)  # naive: read as UTC, as the API reads it
+    for i, health in enumerate([0.95, 0.91, 0.9, 0.84, 0.8]):
+        store.append("m", naive + timedelta(hours=2 * i), "1.0.0", health, {}, {}, 1.0)
+    seconds, healths = store.trend_series("m", "1.0.0")
+    from_columns = estimate_degradation_series(seconds, healths, 0.8, POLICY)
+    points = [(START + timedelta(hours=2 * i), p.system_health) for i, p in enumerate(store.recent("m"))]
+    assert from_columns == estimate_degradation(points, 0.8, POLICY)
+    assert from_columns.trend_status == "degrading" and from_columns.span_hours == pytest.approx(8.0)

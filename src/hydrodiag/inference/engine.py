@@ -14,8 +14,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from itertools import compress, repeat
-from operator import attrgetter, eq
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +45,6 @@ logger = logging.getLogger(__name__)
 # resampling them takes long enough to stall every other connection on the event loop, while for
 # a typical window the thread hand-off would cost more than the work.
 INLINE_PREPROCESS_MAX_VALUES = 20_000
-_MODEL_VERSION = attrgetter("model_version")
-_TIMESTAMP = attrgetter("timestamp")
-_SYSTEM_HEALTH = attrgetter("system_health")
 
 
 @dataclass(frozen=True)
@@ -325,15 +320,10 @@ class InferenceEngine:
         return response
 
     def _degradation(self, equipment_id: str, output: GraphOutput) -> DegradationInfo:
-        """Trend over the machine's recent points of the serving model version. Up to
-        HISTORY_MAX_POINTS points per request: the columns are gathered with map() (C loops), not a
-        Python loop per point."""
-        points = self.history.recent(equipment_id, self.settings.history_max_points)
-        versions = list(map(_MODEL_VERSION, points))
-        if versions.count(output.model_version) != len(points):
-            points = list(compress(points, map(eq, versions, repeat(output.model_version))))
-        return estimate_degradation_series(list(map(_TIMESTAMP, points)), list(map(_SYSTEM_HEALTH, points)),
-                                           output.system_health, self.trend_policy)
+        """Trend over the machine's recent points of the serving model version."""
+        seconds, healths = self.history.trend_series(equipment_id, output.model_version,
+                                                     self.settings.history_max_points)
+        return estimate_degradation_series(seconds, healths, output.system_health, self.trend_policy)
 
     # -- monitoring ------------------------------------------------------------------------------
 

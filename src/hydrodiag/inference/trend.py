@@ -8,14 +8,14 @@ would show a step as a trend. Too little history gives no number at all, and say
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from itertools import repeat
-from operator import mul, sub, truediv
+from datetime import datetime
+
+import numpy as np
 
 from hydrodiag.inference.schemas import DegradationInfo
+from hydrodiag.store.history import epoch_seconds
 
 # A fitted line that moves health by less than this over the whole history is called stable: such a
 # drift is below what a health score expresses and nobody can act on it. Anything larger is reported
@@ -34,20 +34,21 @@ def estimate_degradation(
     points: Sequence[tuple[datetime, float]], current_health: float, policy: TrendPolicy
 ) -> DegradationInfo:
     """`points` are (timestamp, system health) pairs, the current prediction included."""
-    timestamps = [ts for ts, _ in points]
-    healths = [health for _, health in points]
-    return estimate_degradation_series(timestamps, healths, current_health, policy)
+    seconds = np.array([epoch_seconds(ts) for ts, _ in points], dtype=np.float64)
+    healths = np.array([health for _, health in points], dtype=np.float64)
+    return estimate_degradation_series(seconds, healths, current_health, policy)
 
 
 def estimate_degradation_series(
-    timestamps: Sequence[datetime], healths: Sequence[float], current_health: float, policy: TrendPolicy
+    seconds: np.ndarray, healths: np.ndarray, current_health: float, policy: TrendPolicy
 ) -> DegradationInfo:
-    """`estimate_degradation` on the two columns of the points (the request path's form: up to
-    HISTORY_MAX_POINTS points per request, so every per-point step below runs in C (map/fsum over
-    lists) -- the same float operations in the same order as a Python loop, so the same results)."""
-    n = len(timestamps)
-    hours = _hours_since_first(timestamps)
-    span = max(hours) - min(hours) if hours else 0.0
+    """`estimate_degradation` on the two columns of the points (epoch seconds, system health), as the
+    history store keeps them for the request path."""
+    n = len(seconds)
+    if len(healths) != n:
+        raise ValueError(f"{n} times but {len(healths)} health values")
+    hours = (seconds - seconds.min()) / 3600.0 if n else seconds
+    span = float(hours.max()) if n else 0.0
     if n < policy.min_points:
         return _insufficient(n, span, f"insufficient history: {n} of {policy.min_points} points")
     if span < policy.min_span_hours:
@@ -73,22 +74,9 @@ def _insufficient(n: int, span: float, message: str) -> DegradationInfo:
                            points_used=n, span_hours=span, message=message)
 
 
-def _hours_since_first(timestamps: Sequence[datetime]) -> list[float]:
-    """(ts - first).total_seconds() / 3600 for each timestamp."""
-    if not timestamps:
-        return []
-    origin = min(timestamps)
-    return list(map(truediv, map(timedelta.total_seconds, map(sub, timestamps, repeat(origin))), repeat(3600.0)))
-
-
-def _least_squares_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"{n} times but {len(y)} health values")
-    mean_x = math.fsum(x) / n
-    mean_y = math.fsum(y) / n
-    dx = list(map(sub, x, repeat(mean_x)))
-    sxx = math.fsum(map(pow, dx, repeat(2)))  # (xi - mean_x) ** 2
+def _least_squares_slope(x: np.ndarray, y: np.ndarray) -> float:
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
     if sxx == 0.0:
         return 0.0
-    return math.fsum(map(mul, dx, map(sub, y, repeat(mean_y)))) / sxx
+    return float(dx @ (y - y.mean())) / sxx

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import numpy as np
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, insert, select
@@ -177,6 +178,11 @@ class HistoryDatabase:
     def recent(self, equipment_id: str, limit: int | None = None) -> list[HealthPoint]:
         self._ensure_cached(equipment_id)
         return self.cache.recent(equipment_id, limit)
+
+    def trend_series(self, equipment_id: str, model_version: str,
+                     limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self._ensure_cached(equipment_id)
+        return self.cache.trend_series(equipment_id, model_version, limit)
 
     def _ensure_cached(self, equipment_id: str) -> None:
         """Seed the cache with the machine's latest stored points, once per machine and process.
