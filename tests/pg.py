@@ -3,8 +3,11 @@ the cluster with its own `pg_ctlcluster` command. Tests skip, saying why, when e
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -100,3 +103,50 @@ def ensure_running(timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.5)
     raise RuntimeError("PostgreSQL did not come back")
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to PostgreSQL that a test can cut (listener and open connections):
+    the database vanishes for one server without stopping the cluster that other tests share."""
+
+    def __init__(self, target_port: int = PG_PORT) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="pg-proxy", daemon=True).start()
+
+    def url(self, url: str) -> str:
+        return url.replace(f":{self.target_port}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((PG_HOST, self.target_port))
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        # shutdown() first: on Linux, close() alone does not wake an accept() blocked in another thread.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 from conftest import UciCycles, start_server, stop_server
+from pg import TcpProxy, scratch_database
 
 CONNECTIONS = 12
 ITEMS_PER_BATCH = 8
@@ -85,3 +86,42 @@ async def test_sigterm_finishes_work_flushes_history_and_exits_0(model_path: Pat
             assert http.get("/equipment/shut-0/history").json()["total"] == ITEMS_PER_BATCH + 1
     finally:
         stop_server(again)
+
+
+SHUTDOWN_BUDGET_S = 4
+
+
+async def test_shutdown_phases_share_one_budget(model_path: Path, uci: UciCycles, tmp_path: Path) -> None:
+    """A request that never finishes arriving holds uvicorn's drain for the whole SHUTDOWN_TIMEOUT_S;
+    the history flush then gets only its one-second floor, not a budget of its own, so the process
+    is gone in about SHUTDOWN_TIMEOUT_S + 1 s and a supervisor's grace period can be sized on that."""
+    with scratch_database("hydrodiag_shutdown") as url:
+        proxy = TcpProxy()
+        env = {"DATABASE_URL": proxy.url(url), "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_BUDGET_S),
+               "HISTORY_FLUSH_INTERVAL_MS": "30000", "HISTORY_WRITE_BATCH": "100000", "HISTORY_RETRY_MAX_S": "0.2",
+               "LOG_LEVEL": "INFO"}
+        server = start_server(model_path, tmp_path / "server.log", **env)
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=60) as http:
+                for i in range(3):
+                    assert http.post("/predict", json=uci.request("nominal", f"budget-{i}")).status_code == 200
+            proxy.cut()  # the buffered rows can no longer reach the database
+            host, port = server.base_url.removeprefix("http://").split(":")
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 100000\r\n\r\n{\"equipment_id\": ".encode())
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            began = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(server.process.wait, 60)
+            took = time.monotonic() - began
+            writer.close()
+        finally:
+            stop_server(server)
+            proxy.cut()
+    log = server.log_tail(20000)
+    assert code == 0, log
+    assert "history flushed (INCOMPLETE)" in log, log
+    # Three budgets in a row (drain, batcher, flush) took more than 2 x SHUTDOWN_TIMEOUT_S here.
+    assert took < SHUTDOWN_BUDGET_S + 2.5, f"shutdown took {took:.1f} s\n{log}"

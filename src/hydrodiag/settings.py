@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="uvicorn's line per request (always on with LOG_LEVEL=DEBUG).")
     gc_freeze: bool = Field(True, description="Exclude what is alive once the model is loaded from the garbage "
                             "collector's passes (gc.freeze): removes ~100 ms p99 stalls under load.")
-    shutdown_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGTERM: longest wait for in-flight work.")
+    shutdown_timeout_s: float = Field(30.0, gt=0, le=3600,
+                                      description="SIGTERM: one budget for in-flight work and the history flush.")
 
     # Security
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)

@@ -7,7 +7,9 @@ waits for. A failed model load is logged, reported by /health (503) and /ready, 
 silently; an unreachable database is retried in the background.
 
 Shutdown (uvicorn's SIGTERM handling stops accepting and waits for open requests first): finish
-what the batcher still holds, then flush the history buffer, then close the database.
+what the batcher still holds, then flush the history buffer, then close the database. The three
+share one SHUTDOWN_TIMEOUT_S budget, counted from SIGTERM (`ShutdownClock`), so a supervisor's grace
+period only needs to exceed it by the flush's one-second floor.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -99,6 +103,29 @@ async def _open_store(app: FastAPI, database: HistoryDatabase, engine: Inference
     logger.info("history: %d registered topologies, %d equipment bindings", len(definitions), len(bindings))
 
 
+# Buffered history rows get at least this long to reach the database even when draining requests
+# spent the whole budget: a second over is cheaper than predictions missing from the history.
+MIN_HISTORY_FLUSH_S = 1.0
+
+
+@dataclass
+class ShutdownClock:
+    """One budget for the whole shutdown, started by whoever sees it begin (the server on SIGTERM;
+    else the lifespan, when it is asked to stop)."""
+
+    budget_s: float
+    deadline: float | None = None
+
+    def start(self) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.budget_s
+
+    def remaining(self, floor: float = 0.0) -> float:
+        self.start()
+        assert self.deadline is not None
+        return max(floor, self.deadline - time.monotonic())
+
+
 def history_database(settings: Settings) -> HistoryDatabase:
     return HistoryDatabase(
         settings.resolved_database_url,
@@ -134,10 +161,11 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            clock: ShutdownClock = app.state.shutdown_clock
             if owns_engine:
-                await served_engine.close(drain_timeout_s=settings.shutdown_timeout_s)
+                await served_engine.close(drain_timeout_s=clock.remaining())
             if history is not None:
-                complete = await asyncio.to_thread(history.close, settings.shutdown_timeout_s)
+                complete = await asyncio.to_thread(history.close, clock.remaining(floor=MIN_HISTORY_FLUSH_S))
                 logger.info("history flushed (%s); shutdown complete", "complete" if complete else "INCOMPLETE")
 
     app = FastAPI(title="hydrodiag", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -145,6 +173,7 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
     app.state.settings = settings
     app.state.load_error = None
     app.state.history = history
+    app.state.shutdown_clock = ShutdownClock(settings.shutdown_timeout_s)
     app.state.store_ready = history is None
     app.state.lifecycle = ModelLifecycle(served_engine, settings.resolved_model_dir)
     app.state.metrics = HttpMetrics(served_engine, history)

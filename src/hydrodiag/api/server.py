@@ -11,11 +11,17 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+import uvicorn
 
 from hydrodiag.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from hydrodiag.api.app import ShutdownClock
 
 EXIT_CONFIG_ERROR = 2
 
@@ -55,7 +61,6 @@ def run_server(
     settings = validated_settings(host, port, model_path)
 
     import torch
-    import uvicorn
 
     from hydrodiag.api.app import create_app
     from hydrodiag.api.logconfig import configure_logging, logging_config
@@ -67,8 +72,9 @@ def run_server(
     _exit_cleanly_after_signals()
     uvloop = importlib.util.find_spec("uvloop") is not None
     httptools = importlib.util.find_spec("httptools") is not None
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.api_host,
         port=settings.api_port,
         loop="uvloop" if uvloop else "asyncio",
@@ -77,7 +83,21 @@ def run_server(
         access_log=settings.access_log_enabled,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
     )
+    _Server(config, app.state.shutdown_clock).run()
     logging.getLogger(__name__).info("server stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, starting the shutdown clock the moment it begins shutting down, so that open
+    requests, the batcher and the history flush share one SHUTDOWN_TIMEOUT_S."""
+
+    def __init__(self, config: uvicorn.Config, clock: ShutdownClock) -> None:
+        super().__init__(config)
+        self.clock = clock
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.clock.start()
+        await super().shutdown(sockets)
 
 
 def _exit_cleanly_after_signals() -> None:
