@@ -134,6 +134,19 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     assert (out / "combination_heldout_5fold_confusion.png").stat().st_size > 1000
 
 
+
+def test_ceiling_scores_trees_on_the_evaluation_folds(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ceiling.json"
+    run_cli("ceiling", "--data", str(data_dir), "--targets", "pump", "--max-folds", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["split"] == "combination_heldout_5fold" and result["folds"] == 1
+    pump = result["targets"]["pump"]
+    assert len(pump["fold_accuracy"]) == 1 and pump["accuracy"] == pump["fold_accuracy"][0]
+    assert pump["accuracy"] > 0.9  # pump leakage is plain in the raw flow and pressure values
+    bad = subprocess.run([sys.executable, "-m", "hydrodiag.cli", "ceiling", "--data", str(data_dir),
+                          "--targets", "pump,gearbox"], capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2 and "--targets" in bad.stderr and "gearbox" in bad.stderr
+
 def test_sensor_dropout_cuts_off_sensors_only() -> None:
     import torch
     from torch_geometric.data import Batch

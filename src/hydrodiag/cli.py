@@ -1,4 +1,4 @@
-"""Command line: serve / train / evaluate / simulate / commission.
+"""Command line: serve / train / evaluate / ceiling / simulate / commission.
 
 Each command only parses options and calls into the layer that owns the work.
 """
@@ -79,6 +79,26 @@ def evaluate(
                    splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
                    universality=universality, average_last=average_last,
                    sensor_dropout=sensor_dropout)
+
+
+@app.command()
+def ceiling(
+    data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
+    split: str = typer.Option("combination_heldout_5fold", help="Split of `evaluate` to score on."),
+    targets: str = typer.Option("cooler,valve,pump,accumulator", help="Comma-separated UCI targets."),
+    seed: int = typer.Option(0, help="Seed for folds and trees."),
+    max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds (smoke runs)."),
+    out: Path | None = typer.Option(None, "--out", help="JSON file for the result."),
+) -> None:
+    """How much of each UCI target the 1 Hz data allows: gradient-boosted trees on every raw value."""
+    from hydrodiag.cli_support import run_ceiling
+
+    try:
+        run_ceiling(data=data, split=split, targets=[t for t in targets.split(",") if t], seed=seed,
+                    max_folds=max_folds, out=out)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()

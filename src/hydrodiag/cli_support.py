@@ -130,3 +130,53 @@ def attach_metrics(checkpoint_path: Path, summary: dict[str, object], report_dir
     checkpoint.metrics = {**checkpoint.metrics, **summary, "report": str(report_dir / "REPORT.md")}
     save_checkpoint(checkpoint, checkpoint_path)
     console.print(f"stored the evaluation summary in {checkpoint_path}")
+
+
+def run_ceiling(*, data: Path, split: str, targets: list[str], seed: int, out: Path | None,
+                max_folds: int | None = None) -> dict[str, object]:
+    """Gradient-boosted trees on raw values and differences, scored per fold like `evaluate`."""
+    import sys
+
+    from rich.table import Table
+
+    from hydrodiag.training.baseline import gradient_boosting_grades
+    from hydrodiag.training.datasets.uci import TARGETS
+    from hydrodiag.training.evaluate import split_folds
+
+    by_name = {t.component: t for t in TARGETS}
+    unknown = [name for name in targets if name not in by_name]
+    if unknown:
+        raise ValueError(f"--targets: unknown target(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    chosen = tuple(by_name[name] for name in targets)
+    uci = load_uci(data)
+    folds = split_folds(uci, split, seed)[:max_folds]
+    tested = np.concatenate([test for _, test in folds])
+    predicted = {t.component: np.zeros(uci.num_cycles) for t in chosen}
+    per_fold: dict[str, list[float]] = {t.component: [] for t in chosen}
+    with progress_bar() as progress:
+        task = progress.add_task(split, total=len(folds), status="folds")
+        for train, test in folds:
+            grades = gradient_boosting_grades(uci, train, test, chosen, seed)
+            for target in chosen:
+                predicted[target.component][test] = grades[target.component]
+                per_fold[target.component].append(float((grades[target.component] ==
+                                                         uci.profile[test, target.column]).mean()))
+            progress.advance(task)
+    result: dict[str, object] = {
+        "command": shlex.join(["hydrodiag", "ceiling", *sys.argv[2:]]),
+        "model": "HistGradientBoostingClassifier(max_iter=200) on every sensor's values and first differences",
+        "split": split,
+        "folds": len(folds),
+        "targets": {t.component: {"accuracy": float((predicted[t.component][tested] ==
+                                                    uci.profile[tested, t.column]).mean()),
+                                  "fold_accuracy": per_fold[t.component]} for t in chosen},
+    }
+    table = Table("target", "accuracy", *[f"fold {k + 1}" for k in range(len(folds))], title=split)
+    for name, scores in result["targets"].items():  # type: ignore[attr-defined]
+        table.add_row(name, f"{100 * scores['accuracy']:.1f} %", *[f"{100 * a:.1f}" for a in scores["fold_accuracy"]])
+    console.print(table)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
+    return result
