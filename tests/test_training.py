@@ -175,3 +175,19 @@ def test_sensor_dropout_cuts_off_sensors_only() -> None:
     assert 0.3 < 1 - len(sensors_heard) / len(all_sensors) < 0.7  # about half of the sensors are cut off
     for node in all_sensors - sensors_heard:  # a dropped sensor neither sends nor receives
         assert node not in edge_index[1].tolist()
+
+
+def test_a_model_option_survives_the_checkpoint(tmp_path: Path) -> None:
+    import torch
+
+    from hydrodiag.features.window import NormStats
+    from hydrodiag.model.checkpoint import Checkpoint, save_checkpoint
+    from hydrodiag.model.gnn import ModelConfig, UniversalTemporalGNN
+
+    model = UniversalTemporalGNN(ModelConfig(raw_timing=True))
+    path = save_checkpoint(Checkpoint(model=model, norm=NormStats(), model_version="0.0.1"), tmp_path / "raw.ckpt")
+    loaded = load_checkpoint(path)
+    assert loaded.config.raw_timing and loaded.model.temporal.raw_timing is not None
+    series, stats = torch.randn(4, 3, 60), torch.randn(4, 4)
+    model.eval()
+    assert torch.equal(loaded.model.temporal(series, stats), model.temporal(series, stats))

@@ -42,6 +42,7 @@ def train(
                                        help="Average the weights of this share of the last epochs (SWA)."),
     sensor_dropout: float = typer.Option(0.0, min=0.0, max=0.9,
                                          help="Share of sensors hidden from each training sample."),
+    raw_timing: bool = typer.Option(False, help="Also read each window at full time resolution (model option)."),
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import run_training
@@ -49,7 +50,8 @@ def train(
     run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
                  simulated_windows=simulated_windows, holdout_topology=holdout_topology,
                  model_version=model_version, metrics=metrics, limit_cycles=limit_cycles,
-                 threads=threads, average_last=average_last, sensor_dropout=sensor_dropout)
+                 threads=threads, average_last=average_last, sensor_dropout=sensor_dropout,
+                 raw_timing=raw_timing)
 
 
 @app.command()
@@ -70,6 +72,7 @@ def evaluate(
                                        help="Average the weights of this share of the last epochs (SWA)."),
     sensor_dropout: float = typer.Option(0.0, min=0.0, max=0.9,
                                          help="Share of sensors hidden from each training sample."),
+    raw_timing: bool = typer.Option(False, help="Also read each window at full time resolution (model option)."),
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
@@ -78,7 +81,7 @@ def evaluate(
                    holdout_topology=holdout_topology, max_folds=max_folds,
                    splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
                    universality=universality, average_last=average_last,
-                   sensor_dropout=sensor_dropout)
+                   sensor_dropout=sensor_dropout, raw_timing=raw_timing)
 
 
 @app.command()

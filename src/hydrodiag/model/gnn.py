@@ -28,6 +28,11 @@ class ModelConfig:
     gnn_layers: int = 3
     heads: int = 4
     dropout: float = 0.3
+    # A linear map from the full-resolution window as well as from the downsampled one: tree models
+    # on the UCI rig beat the GNN on the accumulator by thresholding single seconds (the pressure
+    # step right after a valve switch), which two stride-2 convolutions blur. Off in checkpoints
+    # written before it existed.
+    raw_timing: bool = False
     num_anomalies: int = len(ANOMALY_TYPES)
     num_component_types: int = len(COMPONENT_TYPES)
     num_quantities: int = len(QUANTITY_NAMES)
@@ -55,7 +60,7 @@ class ModelOutput:
 class TemporalEncoder(nn.Module):
     """Encodes each [channels, T] sensor window into one vector; learned over the time axis."""
 
-    def __init__(self, channels: int, hidden: int, window: int) -> None:
+    def __init__(self, channels: int, hidden: int, window: int, raw_timing: bool = False) -> None:
         super().__init__()
         self.convs = nn.Sequential(
             nn.Conv1d(SERIES_CHANNELS, channels, kernel_size=5, padding=2),
@@ -69,13 +74,16 @@ class TemporalEncoder(nn.Module):
         # so besides position-free pooling a linear map reads the whole downsampled time axis.
         steps = self.convs(torch.zeros(1, SERIES_CHANNELS, window)).shape[2]
         self.timing = nn.Linear(2 * channels * steps, hidden)
-        self.project = nn.Sequential(nn.Linear(4 * channels + hidden + STAT_FEATURES, hidden), nn.GELU())
+        self.raw_timing = nn.Linear(SERIES_CHANNELS * window, hidden) if raw_timing else None
+        timings = 2 if raw_timing else 1
+        self.project = nn.Sequential(nn.Linear(4 * channels + timings * hidden + STAT_FEATURES, hidden), nn.GELU())
 
     def forward(self, series: Tensor, stats: Tensor) -> Tensor:
         features = self.convs(series)
-        timing = self.timing(features.flatten(1))
-        pooled = torch.cat([features.mean(dim=2), features.amax(dim=2), timing, stats], dim=1)
-        return self.project(pooled)
+        parts = [features.mean(dim=2), features.amax(dim=2), self.timing(features.flatten(1))]
+        if self.raw_timing is not None:
+            parts.append(self.raw_timing(series.flatten(1)))
+        return self.project(torch.cat([*parts, stats], dim=1))
 
 
 def _head(inputs: int, hidden: int, outputs: int, dropout: float) -> nn.Sequential:
@@ -91,7 +99,7 @@ class UniversalTemporalGNN(nn.Module):
         self.kind_embedding = nn.Embedding(2, h)
         self.component_type_embedding = nn.Embedding(cfg.num_component_types, h)
         self.quantity_embedding = nn.Embedding(cfg.num_quantities, h)
-        self.temporal = TemporalEncoder(cfg.temporal_channels, h, cfg.window)
+        self.temporal = TemporalEncoder(cfg.temporal_channels, h, cfg.window, cfg.raw_timing)
         self.convs = nn.ModuleList(
             GATv2Conv(h, h // cfg.heads, heads=cfg.heads, edge_dim=cfg.edge_features, add_self_loops=True,
                       dropout=0.0)
