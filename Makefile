@@ -29,13 +29,13 @@ lint: setup
 # Full training of the shipped checkpoint (see docs/MODEL_CARD.md); minutes, not part of `make test`.
 train: setup
 	$(BIN)/hydrodiag train --data $(DATA) --out models/default.ckpt --epochs 120 --simulated-windows 100 --threads 1 \
-		--model-version 2.1.0
+		--sensor-dropout 0.15 --raw-timing --model-version 2.2.0
 
 # Cross-validation of the same recipe (tens of minutes on 2 cores); finished folds are cached, so
 # an interrupted run resumes. The summary is stored in the shipped checkpoint's metadata.
 evaluate: setup
 	$(BIN)/hydrodiag evaluate --data $(DATA) --out docs/evaluation --epochs 120 --simulated-windows 100 \
-		--holdout-topology crane --jobs 2 --attach-to models/default.ckpt
+		--sensor-dropout 0.15 --raw-timing --holdout-topology crane --jobs 2 --attach-to models/default.ckpt
 
 # Benchmark against plain FastAPI and LitServe (docs/BENCHMARKS.md); under 10 minutes, loopback only.
 # The first run also builds the competitors' environments under bench/.envs/ (a few minutes).
