@@ -36,10 +36,15 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     use_compile: bool = False
     compile_mode: str = "reduce-overhead"
+    jit_trace: bool = Field(True, description="Run the forward pass as a TorchScript trace, made and checked against "
+                            "the eager model at load: it releases the GIL for the whole pass (USE_COMPILE wins).")
     model_cache_size: int = Field(2, ge=1, description="Models kept in the ModelManager's LRU cache.")
     torch_threads: int = Field(
         0, ge=0, description="Intra-op threads for the forward pass; 0 = automatic (see resolved_torch_threads)."
     )
+    gil_switch_interval_ms: float = Field(
+        1.0, gt=0.0, le=100.0, description="sys.setswitchinterval for the server: how long the event loop may keep "
+        "the GIL from the forward thread that waits for it at the start and end of every pass (Python's default 5).")
 
     # Batching
     batch_size: int = Field(32, ge=1, le=4096)

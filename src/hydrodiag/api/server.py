@@ -69,6 +69,9 @@ def run_server(
     threads = settings.resolved_torch_threads
     if threads is not None:
         torch.set_num_threads(threads)
+    # The forward thread needs the GIL only to enter and leave a (traced) pass, but must wait up to a
+    # whole switch interval for the busy event loop to hand it over: 5 ms by default, a pass's length.
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     _exit_cleanly_after_signals()
     uvloop = importlib.util.find_spec("uvloop") is not None
     httptools = importlib.util.find_spec("httptools") is not None

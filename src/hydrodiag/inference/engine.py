@@ -17,14 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hydrodiag.errors import InvalidInputError, ModelNotLoadedError
 from hydrodiag.inference.batcher import DynamicBatcher, LatencyTracker
-from hydrodiag.inference.collate import collate
+from hydrodiag.inference.forward import ForwardJob, ForwardStages
 from hydrodiag.inference.manager import ModelManager, ServedModel, resolve_device
 from hydrodiag.inference.metrics import BATCH_SIZE_BUCKETS, BucketHistogram
-from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response, split_output
+from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response
 from hydrodiag.inference.preprocess import InputLimits, PreparedGraph, Preprocessor
 from hydrodiag.inference.schemas import (
     BatchPredictionResponse,
@@ -58,6 +56,7 @@ class InferenceConfig:
     pin_memory: bool = True
     use_compile: bool = False
     compile_mode: str = "reduce-overhead"
+    jit_trace: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", Path(self.model_path))
@@ -70,17 +69,9 @@ class InferenceConfig:
             model_path=settings.model_path, device=settings.device, batch_size=settings.batch_size,
             max_queue_size=settings.max_queue_size, max_wait_ms=settings.max_wait_ms,
             use_dynamic_batching=settings.use_dynamic_batching, pin_memory=settings.pin_memory,
-            use_compile=settings.use_compile, compile_mode=settings.compile_mode,
+            use_compile=settings.use_compile, compile_mode=settings.compile_mode, jit_trace=settings.jit_trace,
         )
         return replace(config, **overrides)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """A graph and the model it was built for (its window and normalisation)."""
-
-    prepared: PreparedGraph
-    served: ServedModel
 
 
 @dataclass
@@ -123,8 +114,8 @@ class InferenceEngine:
         self.preprocessor = Preprocessor(
             self.registry, InputLimits(self.settings.max_series_length, self.settings.max_sensors)
         )
-        self._batcher: DynamicBatcher[_Job, GraphOutput] = DynamicBatcher(
-            self._forward,
+        self._batcher: DynamicBatcher[ForwardJob, GraphOutput] = DynamicBatcher(
+            ForwardStages(self, self.config.pin_memory),
             batch_size=self.config.batch_size,
             max_queue_size=self.config.max_queue_size,
             max_wait_ms=self.config.max_wait_ms,
@@ -152,7 +143,7 @@ class InferenceEngine:
         """Load (or fetch from the manager's cache) and warm up a checkpoint; make it the served one."""
         path = Path(model_path) if model_path is not None else self.config.model_path
         served = self.manager.load_model(path, device=self.config.device, use_compile=self.config.use_compile,
-                                         compile_mode=self.config.compile_mode)
+                                         compile_mode=self.config.compile_mode, use_trace=self.config.jit_trace)
         if served.warmup_time_s is None:
             self.manager.warmup(path, batch_size=self.config.batch_size)
         self._served = served  # one reference assignment: requests see the old or the new model, whole
@@ -204,7 +195,7 @@ class InferenceEngine:
         started = time.perf_counter()
         served = await self._current_model()
         prepared = await self._prepare([request], served, topology, batch=False)
-        [output] = await self._batcher.submit_many([_Job(prepared[0], served)])
+        [output] = await self._batcher.submit_many([ForwardJob(prepared[0], served)])
         return self._respond(request, prepared[0], output, started, request_id)
 
     async def predict_batch(
@@ -225,7 +216,7 @@ class InferenceEngine:
         prepared = await self._prepare(list(requests), served, topology, batch=True)
         outputs: list[GraphOutput] = []
         # A batch larger than the queue could never be admitted whole; it goes in queue-sized parts.
-        jobs = [_Job(item, served) for item in prepared]
+        jobs = [ForwardJob(item, served) for item in prepared]
         step = self.config.max_queue_size
         for offset in range(0, len(jobs), step):
             outputs += await self._batcher.submit_many(jobs[offset : offset + step])
@@ -265,37 +256,15 @@ class InferenceEngine:
         bound = self.bindings.get(request.equipment_id)
         return self.registry.get(bound) if bound is not None else None
 
-    def _forward(self, jobs: list[_Job]) -> list[GraphOutput]:
-        """Runs on the batcher's thread. Graphs built for different models (only around a swap) go
-        through their own model in separate passes."""
-        groups: dict[int, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(id(job.served), []).append(i)
-        results: list[GraphOutput | None] = [None] * len(jobs)
-        for indices in groups.values():
-            try:
-                outputs = self._run_pass(jobs[indices[0]].served, [jobs[i].prepared for i in indices])
-            except Exception:
-                self._counters.failed += len(indices)
-                logger.exception("forward pass over %d graphs failed", len(indices))
-                raise
-            for i, output in zip(indices, outputs, strict=True):
-                results[i] = output
-        return [r for r in results if r is not None]
+    # -- ForwardStages' observer: passed on the event loop, failed on the worker thread ----------
 
-    def _run_pass(self, served: ServedModel, items: list[PreparedGraph]) -> list[GraphOutput]:
-        batch = collate([item.graph for item in items])
-        if served.device.type == "cuda":
-            if self.config.pin_memory:
-                batch = batch.pin_memory()
-            batch = batch.to(served.device, non_blocking=True)
-        with torch.inference_mode():
-            output = served(batch)
-            outputs = split_output(output, len(items), served.model_version)
+    def passed(self, graphs: int) -> None:
         self._counters.forward_passes += 1
-        self._counters.forward_graphs += len(items)
-        self.batch_sizes.observe(len(items))
-        return outputs
+        self._counters.forward_graphs += graphs
+        self.batch_sizes.observe(graphs)
+
+    def failed(self, graphs: int) -> None:
+        self._counters.failed += graphs
 
     def _respond(
         self, request: PredictionRequest, prepared: PreparedGraph, output: GraphOutput, started: float,
@@ -344,6 +313,7 @@ class InferenceEngine:
             "model_version": served.model_version if served else None,
             "model_metrics": served.checkpoint.metrics if served else None,
             "compiled": served.compiled if served else None,
+            "traced": served.traced if served else None,
             "requests": counters.predictions,
             "batches": passes,
             "mean_batch_size": round(counters.forward_graphs / passes, 3) if passes else None,

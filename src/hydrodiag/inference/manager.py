@@ -1,5 +1,5 @@
 """ModelManager: loads checkpoints once, keeps the most recently used in memory, places them on a
-device, optionally compiles them, and warms them up.
+device, traces (or optionally compiles) them, and warms them up.
 
 One manager per process (`ModelManager.instance()`), because a model held twice costs its memory
 twice; tests construct their own. Thread-safe: a lock per checkpoint path makes two threads asking
@@ -29,6 +29,8 @@ from torch_geometric.data import Batch, Data
 
 from hydrodiag.errors import DeviceUnavailableError, ModelNotLoadedError
 from hydrodiag.features.graph import build_graph, build_layout
+from hydrodiag.inference.collate import collate
+from hydrodiag.inference.tracing import TracedModel, trace_model
 from hydrodiag.model.checkpoint import Checkpoint, load_checkpoint
 from hydrodiag.model.gnn import ModelOutput
 from hydrodiag.topology.templates import TEMPLATE_DIR, load_template_file
@@ -78,8 +80,11 @@ class _FileStamp:
 class ServedModel:
     """A loaded checkpoint on its device, callable on a torch_geometric Batch.
 
-    When compiled, a failure of the compiled callable (compilation happens lazily, on the first
-    calls) switches this model to eager for good, with a warning: serving slower beats not serving.
+    By default the forward pass runs as a TorchScript trace made at load (`inference.tracing`: it
+    releases the GIL for the whole pass); with `use_compile`, torch.compile is used instead. A trace
+    that fails its check against the eager model at load, and a compiled callable that fails
+    (compilation happens lazily, on the first calls), leave the model eager, with a warning:
+    serving slower beats not serving.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class ServedModel:
         use_compile: bool,
         compile_mode: str | None,
         stamp: _FileStamp | None,
+        use_trace: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
         self.module = checkpoint.model
@@ -104,6 +110,11 @@ class ServedModel:
         self._stamp = stamp
         self._compiled: Callable[..., ModelOutput] | None = None
         self.compile_error: str | None = None
+        self.use_trace = use_trace and not use_compile
+        self._traced: TracedModel | None = None
+        self.trace_error: str | None = None
+        if self.use_trace:
+            self._trace()
         if use_compile:
             try:
                 self._compiled = torch.compile(self.module, mode=compile_mode, dynamic=True)
@@ -118,6 +129,21 @@ class ServedModel:
     def compiled(self) -> bool:
         return self._compiled is not None
 
+    @property
+    def traced(self) -> bool:
+        return self._traced is not None
+
+    def _trace(self) -> None:
+        """Trace on 2 example graphs; check on 3 of which one has fewer sensors (another layout)."""
+        try:
+            graphs = example_graphs(self.checkpoint, 3)
+            example = collate(graphs[:2]).to(self.device)
+            check = collate([*graphs[:2], example_graphs(self.checkpoint, 1, sensors=9)[0]]).to(self.device)
+            self._traced = trace_model(self.module, example, check)
+        except Exception as exc:  # a model that cannot be traced is served eagerly, never refused
+            self.trace_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logger.warning("tracing failed for %s (%s); serving the eager model", self.path, self.trace_error)
+
     def num_parameters(self) -> int:
         return self.module.num_parameters()
 
@@ -130,6 +156,9 @@ class ServedModel:
                 return compiled(*args)
             except Exception as exc:  # compiled or recompiled graph failed: eager is the safe path
                 self._fall_back(exc)
+        traced = self._traced
+        if traced is not None:
+            return traced(batch)
         return self.module(*args)
 
     def _fall_back(self, exc: BaseException) -> None:
@@ -138,9 +167,9 @@ class ServedModel:
         logger.warning("torch.compile failed for %s (%s); serving the eager model", self.path,
                        self.compile_error)
 
-    def matches(self, device: torch.device, use_compile: bool, compile_mode: str | None) -> bool:
-        return (self.device, self.use_compile, self.compile_mode if self.use_compile else None) == (
-            device, use_compile, compile_mode if use_compile else None)
+    def matches(self, device: torch.device, use_compile: bool, compile_mode: str | None, use_trace: bool) -> bool:
+        return (self.device, self.use_compile, self.compile_mode if self.use_compile else None, self.use_trace) == (
+            device, use_compile, compile_mode if use_compile else None, use_trace and not use_compile)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -154,16 +183,19 @@ class ServedModel:
             "compiled": self.compiled,
             "compile_mode": self.compile_mode if self.use_compile else None,
             "compile_error": self.compile_error,
+            "traced": self.traced,
+            "trace_error": self.trace_error,
             "config": self.checkpoint.config.to_dict(),
             "metrics": self.checkpoint.metrics,
             "training": self.checkpoint.training,
         }
 
 
-def example_graphs(checkpoint: Checkpoint, count: int) -> list[Data]:
-    """`count` real graphs of the UCI test rig with plausible (mean +- std) synthetic series."""
+def example_graphs(checkpoint: Checkpoint, count: int, sensors: int | None = None) -> list[Data]:
+    """`count` real graphs of the UCI test rig with plausible (mean +- std) synthetic series; with
+    `sensors`, only that many of its sensors (another layout of the same machine)."""
     topology = load_template_file(WARMUP_TOPOLOGY_FILE)
-    names = [sensor.name for sensor in topology.sensors]
+    names = [sensor.name for sensor in topology.sensors][:sensors]
     layout = build_layout(topology, names)
     mean, std = checkpoint.norm.arrays(layout.sensor_quantities)
     window = checkpoint.config.window
@@ -226,11 +258,14 @@ class ModelManager:
         device: str = "auto",
         use_compile: bool = False,
         compile_mode: str = "reduce-overhead",
+        use_trace: bool = True,
     ) -> ServedModel:
         """The served model for this checkpoint, loading it unless an identical one is cached.
 
-        A cached model is reused when device and compile options match and the file has not
+        A cached model is reused when device, trace and compile options match and the file has not
         changed on disk since it was read; otherwise the file is loaded again and replaces it.
+        `use_trace` runs the forward pass as a TorchScript trace (see `ServedModel`); `use_compile`
+        takes precedence over it.
         """
         key = self._key(model_path)
         target = resolve_device(device)
@@ -240,14 +275,15 @@ class ModelManager:
             with self._lock:
                 cached = self._cache.get(key)
                 if cached is not None and stamp is not None and cached._stamp == stamp and cached.matches(
-                    target, use_compile, compile_mode
+                    target, use_compile, compile_mode, use_trace
                 ):
                     self._cache.move_to_end(key)
                     return cached
             started = time.perf_counter()
             checkpoint = load_checkpoint(path, device=target)
-            served = ServedModel(checkpoint, target, path, time.perf_counter() - started, use_compile,
-                                 compile_mode if use_compile else None, stamp)
+            served = ServedModel(checkpoint, target, path, 0.0, use_compile, compile_mode if use_compile else None,
+                                 stamp, use_trace)
+            served.load_time_s = time.perf_counter() - started
             with self._lock:
                 self.loads += 1
                 self._cache[key] = served

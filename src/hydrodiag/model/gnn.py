@@ -131,10 +131,11 @@ class UniversalTemporalGNN(nn.Module):
             self.quantity_embedding(node_type.clamp(max=self.config.num_quantities - 1)),
         )
         h = self.kind_embedding(node_kind) + type_embedding
+        # No branch on the number of sensor nodes (a batch without any encodes an empty tensor), so
+        # that a trace of this forward pass (inference/tracing.py) holds for every batch.
         sensor_nodes = (~is_component).nonzero().squeeze(1)
-        if sensor_nodes.numel():
-            encoded = self.temporal(series.index_select(0, sensor_nodes), stats.index_select(0, sensor_nodes))
-            h = h.index_add(0, sensor_nodes, encoded)
+        encoded = self.temporal(series.index_select(0, sensor_nodes), stats.index_select(0, sensor_nodes))
+        h = h.index_add(0, sensor_nodes, encoded)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = norm(h + self.dropout(torch.nn.functional.gelu(conv(h, edge_index, edge_attr))))
 
