@@ -59,8 +59,9 @@ async def test_simultaneous_predictions_share_forward_passes(engine: InferenceEn
     responses = await asyncio.gather(*(engine.predict(r) for r in requests))
     assert [r.equipment_id for r in responses] == [f"eq-{i}" for i in range(64)]
     stats = engine.get_stats()
-    # Submitted before the worker ran: exactly two full batches of batch_size 32.
-    assert stats["requests"] == 64 and stats["batches"] == 2 and stats["max_batch_size_seen"] == 32
+    # The first request finds the model idle and goes at once, alone; the other 63, queued while it
+    # computes, follow in full batches of batch_size 32 (and the remaining 31).
+    assert stats["requests"] == 64 and stats["batches"] == 3 and stats["max_batch_size_seen"] == 32
 
 
 async def test_batched_and_single_results_agree(engine: InferenceEngine, uci: UciCycles) -> None:

@@ -1,30 +1,36 @@
 """Dynamic batching: concurrent submissions share forward passes.
 
-Rule: whenever the model is free, the worker takes everything queued at that moment (up to
-`batch_size`) and runs it as one pass. A request that arrives while the model is idle is therefore
-dispatched at once; requests that arrive during a pass wait only for that pass and then go
+Rule: whenever the model is free, everything queued at that moment (up to `batch_size`) goes into
+one pass. A request that arrives while the model is idle is therefore dispatched at once, from
+inside its own submit call; requests that arrive during a pass wait only for that pass and then go
 together. `max_wait_ms` applies only under load -- when requests were already queued as the previous
 pass ended, the next batch may wait up to that long to fill up -- so it trades a bounded latency
 for larger batches exactly when there is traffic to batch, and never delays an idle service.
 
-The pass runs on one dedicated thread (torch releases the GIL inside its kernels), so the event
-loop keeps accepting and parsing requests while the model computes.
+A pass has three stages (`PassStages`): `prepare` (collate) and `finish` (cut the output per item)
+run on the event loop's thread, `run` (the forward pass) on one dedicated thread. A traced model
+releases the GIL for its whole pass, so the event loop keeps accepting, parsing and answering
+requests while the model computes; any Python work on the dedicated thread would instead wait for
+the busy event loop to hand over the GIL -- up to a switch interval -- at every torch call. Passes are
+started from the submit call and from the end of the previous pass -- before that pass's callers are
+resumed -- never from a task that waits its turn on the event loop: a burst of requests then flows
+through the model in a pipeline, the first one at once, instead of in lockstep waves where the
+model idles while the loop prepares a whole wave and the loop idles while the model runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -34,6 +40,18 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class PassStages(Protocol[T, R_co]):
+    """What one pass does with its items: `prepare` and `finish` on the event loop, `run` on the
+    worker thread (keep Python out of it: see the module docstring)."""
+
+    def prepare(self, items: list[T]) -> Any: ...
+
+    def run(self, prepared: Any) -> Any: ...
+
+    def finish(self, prepared: Any, ran: Any) -> Sequence[R_co]: ...
 
 
 class LatencyTracker:
@@ -65,16 +83,14 @@ class _Entry(Generic[T, R]):
 
 
 class DynamicBatcher(Generic[T, R]):
-    """Queues items and feeds them to `process` (a blocking function on the worker thread) in batches.
-
-    `process` receives a list of items and returns one result per item, in order. With
+    """Queues items and feeds them to `stages` in batches: one result per item, in order. With
     `merge_submissions=False` a pass only holds items of one `submit_many` call (no dynamic batching
     across requests), which is what `use_dynamic_batching=False` means.
     """
 
     def __init__(
         self,
-        process: Callable[[list[T]], list[R]],
+        stages: PassStages[T, R],
         *,
         batch_size: int,
         max_queue_size: int,
@@ -84,7 +100,7 @@ class DynamicBatcher(Generic[T, R]):
     ) -> None:
         if batch_size < 1 or max_queue_size < 1 or max_wait_ms < 0:
             raise ValueError("batch_size and max_queue_size must be >= 1 and max_wait_ms >= 0")
-        self._process = process
+        self._stages = stages
         self.batch_size = batch_size
         self.max_queue_size = max_queue_size
         self.max_wait_s = max_wait_ms / 1000.0
@@ -93,8 +109,8 @@ class DynamicBatcher(Generic[T, R]):
         self._queue: deque[_Entry[T, R]] = deque()
         self._groups = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._in_flight: list[_Entry[T, R]] = []
+        self._fill_timer: asyncio.TimerHandle | None = None
         self._under_load = False
         self._closed = False
         self.processing = False
@@ -129,8 +145,7 @@ class DynamicBatcher(Generic[T, R]):
             futures.append(future)
             self._queue.append(_Entry(item, future, group))
         self.submitted += len(items)
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._pump()
         try:
             return list(await asyncio.gather(*futures))
         finally:
@@ -147,48 +162,42 @@ class DynamicBatcher(Generic[T, R]):
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._loop is loop and self._worker is not None and not self._worker.done():
+        if self._loop is loop:
             return loop
-        if self._loop is not None and self._loop is not loop and self._loop.is_running():
+        if self._loop is not None and self._loop.is_running() and not self._loop.is_closed():
             raise RuntimeError("this engine is already serving another running event loop")
-        if self._worker is not None and self._worker.done() and not self._worker.cancelled():
-            error = self._worker.exception()
-            if error is not None:
-                logger.error("batching worker stopped unexpectedly; restarting it", exc_info=error)
-        if self._loop is not loop:
-            # Entries of a finished loop can never be answered; their callers are gone with it.
-            self._queue.clear()
+        # Entries of a finished loop can never be answered; their callers are gone with it.
+        self._queue.clear()
+        self._in_flight = []
+        self._fill_timer = None
+        self.processing = False
         self._loop = loop
-        self._wakeup = asyncio.Event()
-        self._worker = loop.create_task(self._run(), name="hydrodiag-batcher")
         return loop
 
-    async def _run(self) -> None:
-        assert self._loop is not None and self._wakeup is not None
-        loop, wakeup = self._loop, self._wakeup
-        while True:
-            if not self._queue:
-                self._under_load = False
-                wakeup.clear()
-                await wakeup.wait()
-                continue
-            if self._under_load and self.max_wait_s > 0 and len(self._queue) < self.batch_size:
-                await self._top_up(wakeup)
-            entries = self._take()
-            if not entries:
-                continue
-            await self._dispatch(loop, entries)
-            self._under_load = bool(self._queue)
+    def _pump(self) -> None:
+        """Start a pass if the model is free and there is work (on the event loop's thread)."""
+        if self.processing or self._closed:
+            return
+        if not self._queue:
+            self._under_load = False
+            return
+        if self._fill_timer is not None:
+            if len(self._queue) < self.batch_size:
+                return  # still filling; the timer starts the pass
+            self._fill_timer.cancel()
+            self._fill_timer = None
+        elif self._under_load and self.max_wait_s > 0 and len(self._queue) < self.batch_size:
+            assert self._loop is not None
+            self._fill_timer = self._loop.call_later(self.max_wait_s, self._filled)
+            return
+        entries = self._take()
+        if entries:
+            self._start(entries)
 
-    async def _top_up(self, wakeup: asyncio.Event) -> None:
-        deadline = time.monotonic() + self.max_wait_s
-        while len(self._queue) < self.batch_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), remaining)
+    def _filled(self) -> None:
+        self._fill_timer = None
+        self._under_load = False  # the wait is over: go with what is queued
+        self._pump()
 
     def _take(self) -> list[_Entry[T, R]]:
         entries: list[_Entry[T, R]] = []
@@ -204,32 +213,51 @@ class DynamicBatcher(Generic[T, R]):
             entries.append(self._queue.popleft())
         return entries
 
-    async def _dispatch(self, loop: asyncio.AbstractEventLoop, entries: list[_Entry[T, R]]) -> None:
-        self.processing = True
+    def _start(self, entries: list[_Entry[T, R]]) -> None:
+        assert self._loop is not None
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, self._process, [e.item for e in entries])
+            prepared = self._stages.prepare([e.item for e in entries])
+        except Exception as exc:
+            self._fail(entries, exc)
+            self._pump()
+            return
+        self.processing = True
+        self._in_flight = entries
+        future = self._loop.run_in_executor(self._executor, self._stages.run, prepared)
+        future.add_done_callback(lambda done: self._finish(entries, started, prepared, done))
+
+    @staticmethod
+    def _fail(entries: list[_Entry[T, R]], error: BaseException) -> None:
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _finish(self, entries: list[_Entry[T, R]], started: float, prepared: Any, done: asyncio.Future[Any]) -> None:
+        self.processing = False
+        self._in_flight = []
+        self.dispatches += 1
+        self.dispatched_items += len(entries)
+        self.max_dispatch_size = max(self.max_dispatch_size, len(entries))
+        self.pass_latency.add((time.perf_counter() - started) * 1000.0)
+        self._under_load = bool(self._queue)
+        self._pump()  # the next pass starts before this one's callers run
+        if done.cancelled():
+            self._fail(entries, EngineClosedError("the inference engine shut down"))
+            return
+        try:
+            error = done.exception()
+            if error is not None:
+                raise error
+            results = self._stages.finish(prepared, done.result())
             if len(results) != len(entries):
                 raise RuntimeError(f"processing returned {len(results)} results for {len(entries)} items")
-        except asyncio.CancelledError:
-            for entry in entries:
-                if not entry.future.done():
-                    entry.future.set_exception(EngineClosedError("the inference engine shut down"))
-            raise
         except Exception as exc:
-            for entry in entries:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
-        else:
-            for entry, result in zip(entries, results, strict=True):
-                if not entry.future.done():
-                    entry.future.set_result(result)
-        finally:
-            self.processing = False
-            self.dispatches += 1
-            self.dispatched_items += len(entries)
-            self.max_dispatch_size = max(self.max_dispatch_size, len(entries))
-            self.pass_latency.add((time.perf_counter() - started) * 1000.0)
+            self._fail(entries, exc)
+            return
+        for entry, result in zip(entries, results, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(result)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -244,16 +272,14 @@ class DynamicBatcher(Generic[T, R]):
         }
 
     async def close(self) -> None:
-        """Stop accepting work, fail what is still queued, and stop the worker."""
+        """Stop accepting work; fail what is queued or still computing; stop the worker thread."""
         self._closed = True
-        while self._queue:
-            entry = self._queue.popleft()
+        if self._fill_timer is not None:
+            self._fill_timer.cancel()
+            self._fill_timer = None
+        closing = [*self._queue, *self._in_flight]
+        self._queue.clear()
+        for entry in closing:
             if not entry.future.done():
                 entry.future.set_exception(EngineClosedError("the inference engine shut down"))
-        worker, self._worker = self._worker, None
-        if worker is not None and not worker.done():
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                if worker.get_loop() is asyncio.get_running_loop():
-                    await worker
         self._executor.shutdown(wait=False, cancel_futures=True)
