@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # Batching
     batch_size: int = Field(32, ge=1, le=4096)
     max_queue_size: int = Field(256, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0.0, le=10_000.0)
+    max_wait_ms: float = Field(0.0, ge=0.0, le=10_000.0)
     use_dynamic_batching: bool = True
     pin_memory: bool = True
 

@@ -51,7 +51,7 @@ class InferenceConfig:
     device: str = "auto"
     batch_size: int = 32
     max_queue_size: int = 256
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     use_dynamic_batching: bool = True
     pin_memory: bool = True
     use_compile: bool = False
