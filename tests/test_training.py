@@ -191,3 +191,43 @@ def test_a_model_option_survives_the_checkpoint(tmp_path: Path) -> None:
     series, stats = torch.randn(4, 3, 60), torch.randn(4, 4)
     model.eval()
     assert torch.equal(loaded.model.temporal(series, stats), model.temporal(series, stats))
+
+
+def test_a_simulated_pool_shows_fresh_windows_every_epoch_at_a_constant_epoch_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch_geometric.data import Data
+
+    from hydrodiag.training.evaluate import recipe_fingerprint
+    from hydrodiag.training.recipe import Recipe, build_training_set
+    from hydrodiag.training.train import TrainConfig, TrainingSet, fit
+
+    config = TrainConfig(epochs=3, batch_size=4, threads=1)
+    pooled, _ = build_training_set(Recipe(train=config, simulated_windows=4, simulated_pool=12,
+                                          holdout_topology="crane"), None, np.array([], dtype=np.int64))
+    assert [len(pool) for pool in pooled.pools] == [12, 12] and pooled.epoch_size() == 8
+    seen: list[list[int]] = []  # the graphs of each epoch fit trains on, by identity
+    epoch = TrainingSet.epoch
+
+    def recording(self: TrainingSet, index: int) -> list[Data]:
+        graphs = epoch(self, index)
+        seen.append([id(g) for g in graphs])
+        return graphs
+
+    monkeypatch.setattr(TrainingSet, "epoch", recording)
+    fit(pooled, config)  # OneCycleLR refuses a step beyond the total it was given: epochs stay one size
+    assert [len(ids) for ids in seen] == [8, 8, 8]
+    assert all(not set(a) & set(b) for i, a in enumerate(seen) for b in seen[i + 1:])  # fresh every epoch
+    assert set().union(*seen) == {id(g) for pool in pooled.pools for g in pool}  # 3 x 4 = the whole pool
+    assert [g.source for g in pooled.epoch(0)] == ["sim:excavator"] * 4 + ["sim:press"] * 4
+    assert [id(g) for g in pooled.epoch(3)] == seen[0]  # cyclic
+
+    # Pool 0 (the default): the same simulated windows in every epoch, as without the option.
+    fixed, _ = build_training_set(Recipe(train=config, simulated_windows=4, holdout_topology="crane"), None,
+                                  np.array([], dtype=np.int64))
+    assert [len(pool) for pool in fixed.pools] == [4, 4]
+    assert [id(g) for g in fixed.epoch(0)] == [id(g) for g in fixed.epoch(1)] == [id(g) for g in fixed.epoch(5)]
+    with pytest.raises(ValueError, match="simulated_pool"):
+        build_training_set(Recipe(simulated_windows=4, simulated_pool=3), None, np.array([], dtype=np.int64))
+    # Evaluation caches: a pool gets its own name, no pool keeps the name it had before the option.
+    assert recipe_fingerprint(Recipe(simulated_windows=4, simulated_pool=12)) != recipe_fingerprint(
+        Recipe(simulated_windows=4)) == recipe_fingerprint(Recipe(simulated_windows=4, simulated_pool=0))

@@ -13,6 +13,14 @@ app = typer.Typer(help="hydrodiag: diagnose hydraulic machines with a temporal g
                   no_args_is_help=True, add_completion=False)
 
 
+def checked_pool(pool: int, windows: int) -> int:
+    """--simulated-pool: 0 (no pool) or at least one epoch's --simulated-windows."""
+    if 0 < pool < windows:
+        raise typer.BadParameter(f"{pool} is fewer than --simulated-windows ({windows}); use 0 or at least that",
+                                 param_hint="--simulated-pool")
+    return pool
+
+
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default API_HOST or 0.0.0.0)."),
@@ -33,6 +41,9 @@ def train(
     seed: int = typer.Option(0, help="Seed for weights, shuffling and simulation."),
     exclude: Path | None = typer.Option(None, "--exclude", help="File of cycle indices training never sees."),
     simulated_windows: int = typer.Option(100, min=0, help="Simulated windows per excavator/press/crane."),
+    simulated_pool: int = typer.Option(0, min=0, help="Distinct simulated windows per topology over the whole "
+                                       "training; each epoch takes the next --simulated-windows of them "
+                                       "(0 = the same windows in every epoch)."),
     holdout_topology: str | None = typer.Option(None, help="Simulated topology kept out of training."),
     model_version: str = typer.Option("1.0.0", help="Semantic version stored in the checkpoint."),
     metrics: Path | None = typer.Option(None, help="Evaluation report JSON whose summary goes into the checkpoint."),
@@ -48,10 +59,10 @@ def train(
     from hydrodiag.cli_support import run_training
 
     run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
-                 simulated_windows=simulated_windows, holdout_topology=holdout_topology,
-                 model_version=model_version, metrics=metrics, limit_cycles=limit_cycles,
-                 threads=threads, average_last=average_last, sensor_dropout=sensor_dropout,
-                 raw_timing=raw_timing)
+                 simulated_windows=simulated_windows, simulated_pool=checked_pool(simulated_pool, simulated_windows),
+                 holdout_topology=holdout_topology, model_version=model_version, metrics=metrics,
+                 limit_cycles=limit_cycles, threads=threads, average_last=average_last,
+                 sensor_dropout=sensor_dropout, raw_timing=raw_timing)
 
 
 @app.command()
@@ -61,6 +72,9 @@ def evaluate(
     epochs: int = typer.Option(80, min=1, help="Training epochs of every fold model."),
     seed: int = typer.Option(0, help="Seed for folds, weights and simulation."),
     simulated_windows: int = typer.Option(100, min=0, help="Simulated windows per training topology."),
+    simulated_pool: int = typer.Option(0, min=0, help="Distinct simulated windows per topology over the whole "
+                                       "training; each epoch takes the next --simulated-windows of them "
+                                       "(0 = the same windows in every epoch)."),
     holdout_topology: str | None = typer.Option("crane", help="Simulated topology held out for the universality test."),
     max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds of each split (smoke runs)."),
     splits: str = typer.Option("combination_heldout_5fold,shuffled_10fold", help="Comma-separated splits."),
@@ -78,6 +92,7 @@ def evaluate(
     from hydrodiag.cli_support import run_evaluation
 
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
+                   simulated_pool=checked_pool(simulated_pool, simulated_windows),
                    holdout_topology=holdout_topology, max_folds=max_folds,
                    splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
                    universality=universality, average_last=average_last,

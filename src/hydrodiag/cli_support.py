@@ -39,7 +39,7 @@ def epoch_callback(progress: Progress, description: str, epochs: int) -> Progres
 def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path | None, simulated_windows: int,
                  holdout_topology: str | None, model_version: str, metrics: Path | None, limit_cycles: int,
                  threads: int = 0, average_last: float = 0.0, sensor_dropout: float = 0.0,
-                 raw_timing: bool = False) -> None:
+                 raw_timing: bool = False, simulated_pool: int = 0) -> None:
     uci = load_uci(data)
     excluded = read_exclude_file(exclude) if exclude else set()
     cycles = np.array([i for i in range(uci.num_cycles) if i not in excluded], dtype=np.int64)
@@ -47,7 +47,8 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
         cycles = cycles[:limit_cycles]
     recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=threads, average_last=average_last,
                                       sensor_dropout=sensor_dropout, model=ModelConfig(raw_timing=raw_timing)),
-                    simulated_windows=simulated_windows, holdout_topology=holdout_topology)
+                    simulated_windows=simulated_windows, simulated_pool=simulated_pool,
+                    holdout_topology=holdout_topology)
     with progress_bar() as progress:
         checkpoint = train_checkpoint(recipe, uci, cycles, model_version, data_label=Path(data).name,
                                       excluded=len(excluded), progress=epoch_callback(progress, "training", epochs))
@@ -61,7 +62,8 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
 def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
                    holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int,
                    attach_to: Path | None = None, merge: bool = False, universality: bool = True,
-                   average_last: float = 0.0, sensor_dropout: float = 0.0, raw_timing: bool = False) -> None:
+                   average_last: float = 0.0, sensor_dropout: float = 0.0, raw_timing: bool = False,
+                   simulated_pool: int = 0) -> None:
     import platform
     import sys
 
@@ -83,7 +85,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     # beat multi-threaded ones whose threads spin while waiting for each other.
     recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1, average_last=average_last,
                                       sensor_dropout=sensor_dropout, model=ModelConfig(raw_timing=raw_timing)),
-                    simulated_windows=simulated_windows, holdout_topology=holdout_topology)
+                    simulated_windows=simulated_windows, simulated_pool=simulated_pool,
+                    holdout_topology=holdout_topology)
     config = EvaluationConfig(recipe=recipe, max_folds=max_folds, cache_dir=out / ".folds")
     results = {}
     with progress_bar() as progress:
@@ -112,7 +115,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
         "duration_s": previous.get("duration_s", 0.0) + watch.seconds(),
         "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
-                              "holdout_topology": holdout_topology}, "max_folds": max_folds, "jobs": jobs},
+                              "simulated_pool": simulated_pool, "holdout_topology": holdout_topology},
+                   "max_folds": max_folds, "jobs": jobs},
         "splits": results,
         "universality": held_out,
         "summary": summarise(results, held_out),

@@ -45,9 +45,12 @@ class EvaluationConfig:
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:
-    text = json.dumps({"train": recipe.train.to_dict(), "sim": recipe.simulated_windows,
-                       "topologies": recipe.training_topologies(), "baseline_dropout": recipe.baseline_dropout,
-                       "features": [SERIES_CHANNELS, STAT_FEATURES, FEATURE_VERSION]}, sort_keys=True)
+    fields: dict[str, object] = {
+        "train": recipe.train.to_dict(), "sim": recipe.simulated_windows, "topologies": recipe.training_topologies(),
+        "baseline_dropout": recipe.baseline_dropout, "features": [SERIES_CHANNELS, STAT_FEATURES, FEATURE_VERSION]}
+    if recipe.simulated_pool:  # only when set, so that caches of recipes without a pool keep their names
+        fields["sim_pool"] = recipe.simulated_pool
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -111,8 +114,8 @@ def run_fold(recipe: Recipe, data: UciData, train: np.ndarray, test: np.ndarray,
         torch.set_num_threads(recipe.train.threads)
     component_ids = [c.id for c in data.topology.components]
     columns = [component_ids.index(t.component) for t in TARGETS]
-    graphs, norm = build_training_set(recipe, data, train)
-    model = fit(graphs, recipe.train, progress)
+    training, norm = build_training_set(recipe, data, train)
+    model = fit(training, recipe.train, progress)
     predicted = predict_graphs(model, uci_graphs(data, test, norm, recipe.train.model.window))
     anomaly = np.stack([predicted.component_probabilities[:, columns[j], ANOMALY_TYPES.index(t.anomaly)]
                         for j, t in enumerate(TARGETS)], axis=1)
@@ -243,8 +246,8 @@ def _universality(config: EvaluationConfig, data: UciData | None,
     recipe = config.recipe
     assert recipe.holdout_topology is not None
     cycles = np.arange(data.num_cycles) if data is not None else np.array([], dtype=np.int64)
-    graphs, norm = build_training_set(recipe, data, cycles)
-    model = fit(graphs, recipe.train, progress)
+    training, norm = build_training_set(recipe, data, cycles)
+    model = fit(training, recipe.train, progress)
     test_recipe = replace(recipe, simulated_windows=UNIVERSALITY_TEST_WINDOWS)
     ((topology, batch),) = simulated_batches(test_recipe, recipe.train.seed + 7919, [recipe.holdout_topology])
     ((_, commissioning),) = simulated_batches(test_recipe, recipe.train.seed + 4241, [recipe.holdout_topology])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from hydrodiag.training.datasets.simulated import add_simulated_norm_values, sim
 from hydrodiag.training.datasets.uci import UciData, add_uci_norm_values, uci_graphs
 from hydrodiag.training.samples import NormValues
 from hydrodiag.training.simulator import SimulatedBatch, simulate
-from hydrodiag.training.train import ProgressCallback, Stopwatch, TrainConfig, fit
+from hydrodiag.training.train import ProgressCallback, Stopwatch, TrainConfig, TrainingSet, fit
 
 SIMULATED_TOPOLOGIES: tuple[str, ...] = ("excavator", "press", "crane")
 
@@ -32,7 +32,11 @@ class Recipe:
     """Everything that decides what a model learns from."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
-    simulated_windows: int = 0  # per simulated topology; 0 = UCI only
+    simulated_windows: int = 0  # per simulated topology and epoch; 0 = UCI only
+    # Distinct simulated windows per topology over the whole training: each epoch takes the next
+    # `simulated_windows` of them (cyclically), so the model sees fresh windows at the same cost per
+    # epoch. 0 = the same `simulated_windows` windows in every epoch.
+    simulated_pool: int = 0
     simulated_topologies: tuple[str, ...] = SIMULATED_TOPOLOGIES
     holdout_topology: str | None = None  # a simulated topology kept out of training
     # Share of training samples shown without their machine's baselines, so that the model also
@@ -41,6 +45,10 @@ class Recipe:
 
     def training_topologies(self) -> list[str]:
         return [t for t in self.simulated_topologies if t != self.holdout_topology]
+
+    def pool_windows(self) -> int:
+        """Distinct simulated windows generated per training topology."""
+        return (self.simulated_pool or self.simulated_windows) if self.simulated_windows > 0 else 0
 
 
 def read_exclude_file(path: Path) -> set[int]:
@@ -69,12 +77,17 @@ def simulated_batches(recipe: Recipe, seed: int,
     return pairs
 
 
-def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) -> tuple[list[Data], NormStats]:
-    """Labelled graphs of UCI `cycles` plus the recipe's simulated windows, and their normalisation."""
+def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) -> tuple[TrainingSet, NormStats]:
+    """Labelled graphs of UCI `cycles` (in every epoch) plus a pool of simulated windows per training
+    topology (each epoch takes the next `simulated_windows` of it), and their normalisation, fitted
+    on all of them."""
+    if recipe.simulated_pool and recipe.simulated_pool < recipe.simulated_windows:
+        raise ValueError(f"simulated_pool ({recipe.simulated_pool}) must be 0 or at least simulated_windows "
+                         f"({recipe.simulated_windows})")
     values = NormValues.empty()
     if uci is not None and len(cycles):
         add_uci_norm_values(values, uci, cycles)
-    sims = simulated_batches(recipe, recipe.train.seed)
+    sims = simulated_batches(replace(recipe, simulated_windows=recipe.pool_windows()), recipe.train.seed)
     for topology, batch in sims:
         add_simulated_norm_values(values, batch, topology)
     norm = values.fit()
@@ -84,12 +97,12 @@ def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) 
     def dropped(n: int) -> np.ndarray:
         return rng.random(n) < recipe.baseline_dropout
 
-    graphs: list[Data] = []
+    fixed: list[Data] = []
     if uci is not None and len(cycles):
-        graphs += uci_graphs(uci, cycles, norm, window, dropped(len(cycles)))
-    for topology, batch in sims:
-        graphs += simulated_graphs(batch, topology, norm, window, dropped(len(batch.system_health)))
-    return graphs, norm
+        fixed = uci_graphs(uci, cycles, norm, window, dropped(len(cycles)))
+    pools = [simulated_graphs(batch, topology, norm, window, dropped(len(batch.system_health)))
+             for topology, batch in sims]
+    return TrainingSet(fixed, pools, recipe.simulated_windows if pools else 0), norm
 
 
 def git_commit() -> str | None:
@@ -104,9 +117,9 @@ def git_commit() -> str | None:
 def train_checkpoint(recipe: Recipe, uci: UciData | None, cycles: np.ndarray, model_version: str,
                      data_label: str, excluded: int = 0, progress: ProgressCallback | None = None) -> Checkpoint:
     watch = Stopwatch()
-    graphs, norm = build_training_set(recipe, uci, cycles)
-    model = fit(graphs, recipe.train, progress)
-    training = {
+    training_set, norm = build_training_set(recipe, uci, cycles)
+    model = fit(training_set, recipe.train, progress)
+    training: dict[str, object] = {
         "data": data_label,
         "uci_cycles": len(cycles),
         "excluded_cycles": excluded,
@@ -114,11 +127,14 @@ def train_checkpoint(recipe: Recipe, uci: UciData | None, cycles: np.ndarray, mo
         "simulated_topologies": recipe.training_topologies() if recipe.simulated_windows else [],
         "holdout_topology": recipe.holdout_topology,
         "baseline_dropout": recipe.baseline_dropout,
-        "graphs": len(graphs),
+        "graphs": training_set.epoch_size(),  # per epoch
         "config": recipe.train.to_dict(),
         "seed": recipe.train.seed,
         "duration_s": round(watch.seconds(), 1),
         "git_commit": git_commit(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if recipe.simulated_pool:
+        training["simulated_pool_per_topology"] = recipe.simulated_pool
+        training["distinct_graphs"] = training_set.distinct()
     return Checkpoint(model=model, norm=norm, model_version=model_version, training=training)

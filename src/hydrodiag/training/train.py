@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,40 @@ from hydrodiag.features.graph import NODE_SENSOR
 from hydrodiag.model.gnn import ModelConfig, ModelOutput, UniversalTemporalGNN
 
 ProgressCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
+
+
+@dataclass
+class TrainingSet:
+    """What `fit` learns from: graphs shown in every epoch, plus rotating pools (one per simulated
+    machine) of which each epoch takes the next `per_epoch` graphs, cyclically.
+
+    Every epoch has the same size, so the learning-rate schedule is fixed in advance; a pool of
+    exactly `per_epoch` graphs is shown whole in every epoch (the recipe without a pool).
+    """
+
+    fixed: list[Data]
+    pools: list[list[Data]] = field(default_factory=list)
+    per_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pools and not 0 < self.per_epoch <= min(len(pool) for pool in self.pools):
+            raise ValueError(f"each pool needs at least per_epoch={self.per_epoch} (> 0) graphs, "
+                             f"got {[len(pool) for pool in self.pools]}")
+
+    def epoch(self, index: int) -> list[Data]:
+        """The graphs of epoch `index` (0-based): the fixed ones, then each pool's next share."""
+        graphs = list(self.fixed)
+        for pool in self.pools:
+            start = index * self.per_epoch
+            graphs += [pool[(start + i) % len(pool)] for i in range(self.per_epoch)]
+        return graphs
+
+    def epoch_size(self) -> int:
+        return len(self.fixed) + self.per_epoch * len(self.pools)
+
+    def distinct(self) -> int:
+        """Graphs seen at least once over enough epochs (fixed plus every pool's)."""
+        return len(self.fixed) + sum(len(pool) for pool in self.pools)
 
 
 @dataclass
@@ -84,7 +119,10 @@ def without_some_sensors(batch: Batch, share: float, generator: torch.Generator)
     return batch.edge_index[:, kept], batch.edge_attr[kept]
 
 
-def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback | None = None) -> UniversalTemporalGNN:
+def fit(data: TrainingSet | Sequence[Data], config: TrainConfig,
+        progress: ProgressCallback | None = None) -> UniversalTemporalGNN:
+    """Train a model on `data` (plain graphs: all of them in every epoch)."""
+    training = data if isinstance(data, TrainingSet) else TrainingSet(list(data))
     seed_everything(config.seed)
     # Tiny gradients late in training turn into denormal floats, which are many times slower on CPU.
     torch.set_flush_denormal(True)
@@ -93,18 +131,22 @@ def fit(graphs: Sequence[Data], config: TrainConfig, progress: ProgressCallback 
     model = UniversalTemporalGNN(config.model)
     model.train()
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(list(graphs), batch_size=config.batch_size, shuffle=True, generator=generator,
-                        exclude_keys=["source"])
+
+    def loader(epoch: int) -> DataLoader:
+        # One shuffling generator across epochs: the same draws as a single loader iterated again.
+        return DataLoader(training.epoch(epoch), batch_size=config.batch_size, shuffle=True, generator=generator,
+                          exclude_keys=["source"])
+
     dropout_generator = torch.Generator().manual_seed(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = max(1, config.epochs * len(loader))
+    steps = max(1, config.epochs * math.ceil(training.epoch_size() / config.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
                                                     pct_start=0.15)
     average_from = config.epochs - round(config.average_last * config.epochs)
     averaged = AveragedModel(model) if average_from < config.epochs else None
     for epoch in range(config.epochs):
         total, count = 0.0, 0
-        for batch in loader:
+        for batch in loader(epoch):
             optimizer.zero_grad(set_to_none=True)
             edges = without_some_sensors(batch, config.sensor_dropout, dropout_generator)
             out = model.forward_batch(batch) if edges is None else model(
