@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/uci_hydraulic_1hz
 
-.PHONY: setup run test lint train evaluate bench bench-smoke clean
+.PHONY: setup run test lint train evaluate bench bench-one-core bench-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,12 @@ evaluate: setup
 # The first run also builds the competitors' environments under bench/.envs/ (a few minutes).
 bench: setup
 	$(BIN)/python -m bench.run --data $(DATA) $(BENCH_ARGS)
+
+# The same benchmark with every server confined to the core the load generator leaves free (one core
+# here), as runs before 2026-12-04 were measured: docs/BENCHMARKS_one_core.md.
+bench-one-core: setup
+	$(BIN)/python -m bench.run --data $(DATA) --server-cpus rest --out-json bench/results/one_core.json \
+		--doc docs/BENCHMARKS_one_core.md $(BENCH_ARGS)
 
 # Seconds-long harness check for CI: one level, no competitors, writes bench/results/tmp/smoke.json only.
 bench-smoke: setup

@@ -25,6 +25,7 @@ from hydrodiag.features.graph import (
 )
 from hydrodiag.inference.postprocess import GraphOutput, anomaly_predictions, detected_anomalies, split_output
 from hydrodiag.model.checkpoint import Checkpoint, load_checkpoint
+from hydrodiag.settings import Settings
 from hydrodiag.taxonomy import DEFAULT_ANOMALY_THRESHOLD, DEFAULT_STATUS_THRESHOLDS, status_for
 from hydrodiag.topology.templates import TopologyRegistry
 
@@ -35,6 +36,13 @@ class ModelWrapper:
     """Checkpoint + graph building + forward + response dicts, as a plain library user would write it."""
 
     def __init__(self, model_path: str | Path) -> None:
+        # The torch thread rule hydrodiag's server applies (TORCH_THREADS=0: one intra-op thread on a
+        # machine with at most 2 CPUs). Left at torch's default, every process of a server spawns one
+        # spinning thread per core: LitServe's two workers then starved the load generator on its
+        # shared core (48 req/s at 4 clients, p99 over a second).
+        threads = Settings().resolved_torch_threads
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.checkpoint: Checkpoint = load_checkpoint(Path(model_path), device="cpu")
         self.model = self.checkpoint.model
         self.registry = TopologyRegistry()
