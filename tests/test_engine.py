@@ -202,7 +202,7 @@ def test_collate_matches_torch_geometric_on_mixed_topologies(model_path: Path) -
     import torch
     from torch_geometric.data import Batch
 
-    from hydrodiag.features.graph import build_graph, build_layout
+    from hydrodiag.features.graph import build_layout, encode_graph
     from hydrodiag.inference.collate import GraphBatch, collate
     from hydrodiag.model.checkpoint import load_checkpoint
     from hydrodiag.topology.templates import load_templates
@@ -218,21 +218,24 @@ def test_collate_matches_torch_geometric_on_mixed_topologies(model_path: Path) -
         layout = layouts[name]
         mean, std = checkpoint.norm.arrays(layout.sensor_quantities)
         windows = mean[:, None] + std[:, None] * rng.standard_normal((len(mean), checkpoint.config.window))
-        return build_graph(layout, windows.astype(np.float32), checkpoint.norm)
+        return encode_graph(layout, windows.astype(np.float32), checkpoint.norm)
 
     mixed = [graph(n) for n in ("uci_test_rig", "excavator", "uci_test_rig", "press", "crane", "uci_test_rig")]
     same = [graph("uci_test_rig") for _ in range(5)]
     keys = ("series", "stats", "node_kind", "node_type", "edge_index", "edge_attr", "batch")
     for graphs in (mixed, same, same[:1], mixed[1:2]):
-        expected, fast = Batch.from_data_list(graphs), collate(graphs)
+        expected, fast = Batch.from_data_list([g.to_data() for g in graphs]), collate(graphs)
+        as_data = collate([g.to_data() for g in graphs])  # what build_graph gives takes the same path
         assert isinstance(fast, GraphBatch) and fast.num_graphs == expected.num_graphs
+        assert isinstance(as_data, GraphBatch)
         for key in keys:
             assert torch.equal(getattr(fast, key), getattr(expected, key)), key
             assert getattr(fast, key).dtype == getattr(expected, key).dtype, key
+            assert torch.equal(getattr(as_data, key), getattr(expected, key)), key
         with torch.inference_mode():
             a, b = checkpoint.model.forward_batch(expected), checkpoint.model.forward_batch(fast)
         assert torch.equal(a.system_logits, b.system_logits) and torch.equal(a.component_logits, b.component_logits)
-    extras = [graph("crane"), graph("uci_test_rig")]
+    extras = [graph("crane").to_data(), graph("uci_test_rig").to_data()]
     for extra in extras:
         extra.weight = torch.ones(1)  # anything build_graph does not make takes torch_geometric's path
     assert isinstance(collate(extras), Batch)

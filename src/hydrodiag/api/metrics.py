@@ -106,12 +106,18 @@ class HttpMetrics:
         return generate_latest(self.registry)
 
 
+TEMPLATE_CACHE_SIZE = 4096
+
+
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, routes: list[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
         self._app_routes = routes
         self._flat: list[BaseRoute] | None = None
+        # (method, path) -> route template: matching walks every route's regex, on every request.
+        # Bounded, because paths with parameters (/equipment/{id}/history) are as many as the ids.
+        self._templates: dict[tuple[str, str], str] = {}
 
     @staticmethod
     def _flatten(routes: list[BaseRoute]) -> list[BaseRoute]:
@@ -123,6 +129,15 @@ class MetricsMiddleware:
         return flat
 
     def _template(self, scope: Scope) -> str:
+        key = (str(scope.get("method", "")), str(scope.get("path", "")))
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= TEMPLATE_CACHE_SIZE:
+                self._templates.clear()
+            template = self._templates[key] = self._match(scope)
+        return template
+
+    def _match(self, scope: Scope) -> str:
         if self._flat is None:  # built on the first request, once every router is included
             self._flat = self._flatten(self._app_routes)
         partial = None

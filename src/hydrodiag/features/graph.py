@@ -115,7 +115,28 @@ def build_layout(topology: Topology, sensor_names: list[str], field: str = "sens
     )
 
 
-def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats, use_baseline: bool = True) -> Data:
+@dataclass(frozen=True, slots=True)
+class EncodedGraph:
+    """One sample's graph as the model reads it: what `build_graph` wraps in a torch_geometric Data.
+
+    Serving uses it as it is (`inference.collate` concatenates these directly): constructing a Data
+    costs more than encoding the sensor windows."""
+
+    series: torch.Tensor  # [nodes, SERIES_CHANNELS, T]
+    stats: torch.Tensor  # [nodes, STAT_FEATURES]
+    node_kind: torch.Tensor
+    node_type: torch.Tensor
+    edge_index: torch.Tensor
+    edge_attr: torch.Tensor
+    num_nodes: int
+
+    def to_data(self) -> Data:
+        return Data(series=self.series, stats=self.stats, node_kind=self.node_kind, node_type=self.node_type,
+                    edge_index=self.edge_index, edge_attr=self.edge_attr, num_nodes=self.num_nodes)
+
+
+def encode_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats,
+                 use_baseline: bool = True) -> EncodedGraph:
     """Graph for one sample; `windows` is [num_sensors, T] raw values already resampled.
 
     `use_baseline=False` encodes the sample as if its machine's baselines were unknown (training
@@ -130,15 +151,14 @@ def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats, us
         encoded, sensor_stats = encode_windows(windows, layout.sensor_quantities, norm, baseline)
         series[n_components:] = encoded
         stats[n_components:] = sensor_stats
-    return Data(
-        series=torch.from_numpy(series),
-        stats=torch.from_numpy(stats),
-        node_kind=layout.node_kind,
-        node_type=layout.node_type,
-        edge_index=layout.edge_index,
-        edge_attr=layout.edge_attr,
-        num_nodes=n_components + n_sensors,
-    )
+    return EncodedGraph(series=torch.from_numpy(series), stats=torch.from_numpy(stats), node_kind=layout.node_kind,
+                        node_type=layout.node_type, edge_index=layout.edge_index, edge_attr=layout.edge_attr,
+                        num_nodes=n_components + n_sensors)
+
+
+def build_graph(layout: TopologyLayout, windows: np.ndarray, norm: NormStats, use_baseline: bool = True) -> Data:
+    """`encode_graph` as a torch_geometric Data (training sets add their labels to it)."""
+    return encode_graph(layout, windows, norm, use_baseline).to_data()
 
 
 def validate_series(name: str, values: object, field: str, max_length: int) -> np.ndarray:

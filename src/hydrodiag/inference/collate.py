@@ -1,9 +1,10 @@
 """Graphs -> one batch for a forward pass, without torch_geometric's generic collation.
 
 `Batch.from_data_list` inspects every attribute of every graph (~0.8 ms for one graph, ~1.8 ms for
-32 on this project's graphs). Serving graphs all come from `features.graph.build_graph` and carry the
-same few tensors, so they are concatenated directly; a machine that sends the same sensors every time
-has one cached layout, whose `edge_index` is repeated with node offsets instead of concatenated.
+32 on this project's graphs). Serving graphs are `features.graph.EncodedGraph`s (or the Data that
+`build_graph` wraps one in) and carry the same few tensors, so they are concatenated directly; a
+machine that sends the same sensors every time has one cached layout, whose `edge_index` is repeated
+with node offsets instead of concatenated.
 Any other graph goes through `Batch.from_data_list`. The tensors are identical either way
 (tests/test_engine.py compares them on mixed topologies).
 """
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
+
+from hydrodiag.features.graph import EncodedGraph
 
 # What `build_graph` puts in a graph; a graph with anything else takes the general path.
 GRAPH_KEYS = frozenset({"series", "stats", "node_kind", "node_type", "edge_index", "edge_attr", "num_nodes"})
@@ -44,11 +47,16 @@ class GraphBatch:
                                 for f in fields(self) if f.name != "num_graphs"})
 
 
-def collate(graphs: list[Data]) -> GraphBatch | Any:
-    """One batch of `graphs` (in order): a GraphBatch for `build_graph` graphs, else a torch_geometric Batch."""
-    if not graphs or not all(type(g) is Data and g._store._mapping.keys() == GRAPH_KEYS for g in graphs):
-        return Batch.from_data_list(graphs)
-    sizes = [int(g._store["num_nodes"]) for g in graphs]
+def _plain(graph: Any) -> bool:
+    return type(graph) is EncodedGraph or (type(graph) is Data and graph._store._mapping.keys() == GRAPH_KEYS)
+
+
+def collate(graphs: list[EncodedGraph] | list[Data]) -> GraphBatch | Any:
+    """One batch of `graphs` (in order): a GraphBatch for `encode_graph` / `build_graph` graphs, else a
+    torch_geometric Batch."""
+    if not graphs or not all(_plain(g) for g in graphs):
+        return Batch.from_data_list([g.to_data() if type(g) is EncodedGraph else g for g in graphs])
+    sizes = [g.num_nodes if isinstance(g, EncodedGraph) else int(g._store["num_nodes"]) for g in graphs]
     first = graphs[0]
     edge_index, edge_attr = first.edge_index, first.edge_attr
     if len(graphs) == 1:

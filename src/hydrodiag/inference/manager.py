@@ -25,10 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
 
 from hydrodiag.errors import DeviceUnavailableError, ModelNotLoadedError
-from hydrodiag.features.graph import build_graph, build_layout
+from hydrodiag.features.graph import EncodedGraph, build_layout, encode_graph
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.tracing import TracedModel, trace_model
 from hydrodiag.model.checkpoint import Checkpoint, load_checkpoint
@@ -191,7 +190,7 @@ class ServedModel:
         }
 
 
-def example_graphs(checkpoint: Checkpoint, count: int, sensors: int | None = None) -> list[Data]:
+def example_graphs(checkpoint: Checkpoint, count: int, sensors: int | None = None) -> list[EncodedGraph]:
     """`count` real graphs of the UCI test rig with plausible (mean +- std) synthetic series; with
     `sensors`, only that many of its sensors (another layout of the same machine)."""
     topology = load_template_file(WARMUP_TOPOLOGY_FILE)
@@ -203,7 +202,7 @@ def example_graphs(checkpoint: Checkpoint, count: int, sensors: int | None = Non
     graphs = []
     for i in range(count):
         wave = np.sin(phase[None, :] + 0.37 * i + np.arange(len(names), dtype=np.float32)[:, None])
-        graphs.append(build_graph(layout, mean[:, None] + 0.5 * std[:, None] * wave, checkpoint.norm))
+        graphs.append(encode_graph(layout, mean[:, None] + 0.5 * std[:, None] * wave, checkpoint.norm))
     return graphs
 
 
@@ -318,7 +317,7 @@ class ModelManager:
         graphs = example_graphs(served.checkpoint, max(1, batch_size))
         with torch.inference_mode():
             for size in sorted({1, max(1, batch_size)}):
-                batch = Batch.from_data_list(graphs[:size]).to(served.device)
+                batch = collate(graphs[:size]).to(served.device)
                 served(batch)
         if served.device.type == "cuda":
             torch.cuda.synchronize(served.device)

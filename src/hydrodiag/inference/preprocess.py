@@ -15,13 +15,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from torch_geometric.data import Data
-
 from hydrodiag.errors import InvalidInputError
 from hydrodiag.features.graph import (
+    EncodedGraph,
     TopologyLayout,
-    build_graph,
     build_layout,
+    encode_graph,
     validate_all_series,
     windows_from_series,
 )
@@ -72,7 +71,7 @@ class InputLimits:
 class PreparedGraph:
     """A request turned into a graph for one particular checkpoint (window and normalisation)."""
 
-    graph: Data
+    graph: EncodedGraph
     topology_id: str
     layout: TopologyLayout
     checkpoint: Checkpoint
@@ -102,7 +101,7 @@ class Preprocessor:
         data = request.sensor_data
         checked = validate_all_series(names, [data[name] for name in names], field, self.limits.max_series_length)
         windows = windows_from_series(dict(zip(names, checked, strict=True)), names, checkpoint.config.window)
-        graph = build_graph(layout, windows, checkpoint.norm)
+        graph = encode_graph(layout, windows, checkpoint.norm)
         return PreparedGraph(graph=graph, topology_id=topology_id, layout=layout, checkpoint=checkpoint)
 
     def _layout(
