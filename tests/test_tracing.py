@@ -74,3 +74,21 @@ def test_trace_is_an_option(model_path: Path) -> None:
     assert not eager.traced and eager.info()["traced"] is False
     traced = manager.load_model(model_path, device="cpu")
     assert traced is not eager and traced.traced  # another option is another cached model
+
+
+def test_a_pass_the_trace_fails_runs_eagerly(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    served = ModelManager(capacity=1).load_model(model_path, device="cpu")
+    batch = collate(_graphs(served, ["uci_test_rig", "crane"], 7))
+    with torch.inference_mode():
+        expected = served(batch)
+
+    class Broken:
+        def __call__(self, _: Any) -> Any:
+            raise RuntimeError("The following operation failed in the TorchScript interpreter.")
+
+    served._traced = Broken()  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger="hydrodiag.inference.manager"), torch.inference_mode():
+        answered = served(batch)
+    torch.testing.assert_close(answered.system_logits, expected.system_logits, rtol=0, atol=1e-5)
+    assert served.trace_failures == 1 and served.info()["trace_failures"] == 1
+    assert any("runs eagerly" in r.getMessage() for r in caplog.records)

@@ -112,6 +112,7 @@ class ServedModel:
         self.use_trace = use_trace and not use_compile
         self._traced: TracedModel | None = None
         self.trace_error: str | None = None
+        self.trace_failures = 0  # passes the trace failed at run time (then run eagerly)
         if self.use_trace:
             self._trace()
         if use_compile:
@@ -157,7 +158,12 @@ class ServedModel:
                 self._fall_back(exc)
         traced = self._traced
         if traced is not None:
-            return traced(batch)
+            try:
+                return traced(batch)
+            except Exception as exc:  # an input the trace does not hold for: this pass goes eager
+                self.trace_failures += 1
+                logger.warning("traced forward pass failed for %s (%s: %s); this pass runs eagerly", self.path,
+                               type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return self.module(*args)
 
     def _fall_back(self, exc: BaseException) -> None:
@@ -184,6 +190,7 @@ class ServedModel:
             "compile_error": self.compile_error,
             "traced": self.traced,
             "trace_error": self.trace_error,
+            "trace_failures": self.trace_failures,
             "config": self.checkpoint.config.to_dict(),
             "metrics": self.checkpoint.metrics,
             "training": self.checkpoint.training,
