@@ -62,6 +62,11 @@ def resolve_device(device: str) -> torch.device:
     raise DeviceUnavailableError(f"unknown device '{device}': expected auto, cpu, cuda or cuda:<index>")
 
 
+def _summary(exc: BaseException) -> str:
+    """`Type: first line of the message`, for logs and model info."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 @dataclass(frozen=True)
 class _FileStamp:
     size: int
@@ -141,13 +146,21 @@ class ServedModel:
             check = collate([*graphs[:2], example_graphs(self.checkpoint, 1, sensors=9)[0]]).to(self.device)
             self._traced = trace_model(self.module, example, check)
         except Exception as exc:  # a model that cannot be traced is served eagerly, never refused
-            self.trace_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.trace_error = _summary(exc)
             logger.warning("tracing failed for %s (%s); serving the eager model", self.path, self.trace_error)
 
     def num_parameters(self) -> int:
         return self.module.num_parameters()
 
     def __call__(self, batch: Any) -> ModelOutput:
+        traced = self._traced
+        if traced is not None:
+            try:
+                return traced(batch)
+            except Exception as exc:  # an input the trace does not hold for: this pass goes eager
+                self.trace_failures += 1
+                logger.warning("traced forward pass failed for %s (%s); this pass runs eagerly", self.path,
+                               _summary(exc))
         args = (batch.series, batch.stats, batch.node_kind, batch.node_type, batch.edge_index,
                 batch.edge_attr, batch.batch, int(batch.num_graphs))
         compiled = self._compiled
@@ -156,19 +169,11 @@ class ServedModel:
                 return compiled(*args)
             except Exception as exc:  # compiled or recompiled graph failed: eager is the safe path
                 self._fall_back(exc)
-        traced = self._traced
-        if traced is not None:
-            try:
-                return traced(batch)
-            except Exception as exc:  # an input the trace does not hold for: this pass goes eager
-                self.trace_failures += 1
-                logger.warning("traced forward pass failed for %s (%s: %s); this pass runs eagerly", self.path,
-                               type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return self.module(*args)
 
     def _fall_back(self, exc: BaseException) -> None:
         self._compiled = None
-        self.compile_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.compile_error = _summary(exc)
         logger.warning("torch.compile failed for %s (%s); serving the eager model", self.path,
                        self.compile_error)
 

@@ -45,8 +45,9 @@ class _TensorSignature(nn.Module):
         return out.component_health, out.component_logits, out.system_health, out.system_logits, out.component_batch
 
 
-def _arguments(batch: Any) -> tuple[Tensor, ...]:
-    graph_ids = torch.arange(int(batch.num_graphs), device=batch.series.device)
+def _arguments(batch: Any, graph_ids: Tensor | None = None) -> tuple[Tensor, ...]:
+    if graph_ids is None:
+        graph_ids = torch.arange(int(batch.num_graphs), device=batch.series.device)
     return (batch.series, batch.stats, batch.node_kind, batch.node_type, batch.edge_index, batch.edge_attr,
             batch.batch, graph_ids)
 
@@ -56,10 +57,17 @@ class TracedModel:
 
     def __init__(self, module: torch.jit.ScriptModule) -> None:
         self._module = module
+        # `graph_ids` per (number of graphs, device), made once: on the worker thread every torch call
+        # waits for the GIL, so a pass makes none besides the traced call. As many as batch sizes seen.
+        self._graph_ids: dict[tuple[int, torch.device], Tensor] = {}
 
     def __call__(self, batch: Any) -> ModelOutput:
+        key = (int(batch.num_graphs), batch.series.device)
+        graph_ids = self._graph_ids.get(key)
+        if graph_ids is None:
+            graph_ids = self._graph_ids[key] = torch.arange(key[0], device=key[1])
         component_health, component_logits, system_health, system_logits, component_batch = self._module(
-            *_arguments(batch))
+            *_arguments(batch, graph_ids))
         return ModelOutput(component_health=component_health, component_logits=component_logits,
                            system_health=system_health, system_logits=system_logits,
                            component_batch=component_batch)
