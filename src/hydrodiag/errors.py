@@ -86,3 +86,13 @@ class ModelActivationError(HydrodiagError):
         self.version = version
         self.problem = problem
         self.serving = serving
+
+
+class PeerSyncError(HydrodiagError):
+    """WORKERS > 1: a change was applied and stored, but some workers did not confirm applying it in time."""
+
+    def __init__(self, what: str, lagging: list[int], timeout_s: float) -> None:
+        workers = ", ".join(str(slot) for slot in lagging)
+        super().__init__(f"{what} took effect on this worker, but worker(s) {workers} did not apply it within "
+                         f"{timeout_s:g} s (PEER_SYNC_TIMEOUT_S); repeat the request to be sure all have")
+        self.lagging = lagging

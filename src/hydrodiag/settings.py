@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="uvicorn's line per request (always on with LOG_LEVEL=DEBUG).")
     gc_freeze: bool = Field(True, description="Exclude what is alive once the model is loaded from the garbage "
                             "collector's passes (gc.freeze): removes ~100 ms p99 stalls under load.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT), each with its "
+                         "own event loop and model; registrations and activations reach every one.")
+    peer_sync_timeout_s: float = Field(30.0, gt=0, le=600, description="WORKERS > 1: how long a registration or "
+                                       "activation waits for the other workers to apply it before answering 503.")
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600,
                                       description="SIGTERM: one budget for in-flight work and the history flush.")
 
@@ -159,11 +163,15 @@ class Settings(BaseSettings):
 
         TORCH_THREADS=0 (automatic): on a machine with at most 2 CPUs the forward pass gets 1 thread,
         because the event loop needs the other core and a second intra-op thread only contends with it;
-        on larger machines torch's own default stands.
+        on larger machines torch's own default stands. With several workers, each gets its share of the
+        CPUs less one for its event loop (at least 1), so that the processes do not oversubscribe them.
         """
         if self.torch_threads:
             return self.torch_threads
-        return 1 if (os.cpu_count() or 1) <= SMALL_MACHINE_CPUS else None
+        cpus = os.cpu_count() or 1
+        if self.workers > 1:
+            return max(1, cpus // self.workers - 1)
+        return 1 if cpus <= SMALL_MACHINE_CPUS else None
 
     @property
     def resolved_model_dir(self) -> Path:

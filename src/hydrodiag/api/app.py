@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -40,6 +41,7 @@ from hydrodiag.api.security import API_KEY_HEADER, SecurityMiddleware
 from hydrodiag.errors import CheckpointError, HydrodiagError, StorageUnavailableError, TopologyError
 from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.lifecycle import ModelLifecycle
+from hydrodiag.inference.peers import Peers
 from hydrodiag.settings import Settings, get_settings
 from hydrodiag.store.sql import HistoryDatabase, WriterConfig
 from hydrodiag.topology.schema import Topology
@@ -52,6 +54,9 @@ DESCRIPTION = (
     "each machine."
 )
 STORE_RETRY_MAX_S = 5.0
+# WORKERS > 1: how often a worker looks for changes made by the others (a shared-memory read).
+PEER_POLL_S = 0.02
+PEER_RETRY_S = 1.0
 
 
 async def _load_model(app: FastAPI, engine: InferenceEngine, settings: Settings) -> None:
@@ -70,14 +75,54 @@ async def _load_model(app: FastAPI, engine: InferenceEngine, settings: Settings)
         app.state.load_error = f"{type(exc).__name__} while loading the model (see the server log)"
         logger.exception("model failed to load")
     else:
-        served = engine.model
-        if served is not None:
-            logger.info("ready: model %s version %s on %s", served.path, served.model_version, served.device)
-        if settings.gc_freeze:
-            # What is alive now (modules, the model, caches) lives as long as the process; frozen, the
-            # collector's full passes no longer walk it while requests wait.
-            gc.collect()
-            gc.freeze()
+        _model_ready(engine, settings)
+
+
+def _model_ready(engine: InferenceEngine, settings: Settings) -> None:
+    served = engine.model
+    if served is not None:
+        logger.info("ready: model %s version %s on %s", served.path, served.model_version, served.device)
+    if settings.gc_freeze:
+        # What is alive now (modules, the model, caches) lives as long as the process; frozen, the
+        # collector's full passes no longer walk it while requests wait.
+        gc.collect()
+        gc.freeze()
+
+
+def prepare_before_serving(app: FastAPI) -> None:
+    """Load the model and the registrations before the server takes its first connection. For a
+    worker of several (WORKERS > 1): requests wait in its socket's backlog meanwhile, instead of
+    meeting a worker that answers 503 or does not know a binding yet. What fails here is retried
+    by the lifespan, as at a single server's start."""
+    engine: InferenceEngine = app.state.engine
+    history: HistoryDatabase | None = app.state.history
+    try:
+        engine.load()
+    except Exception as exc:  # the lifespan loads again and reports the error on /ready
+        logger.warning("model not loaded before serving (%s: %s)", type(exc).__name__, exc)
+    if history is not None:
+        try:
+            history.open()
+            _apply_registrations(engine, *_read_registrations(history))
+            app.state.store_ready = True
+        except StorageUnavailableError:
+            pass
+
+
+def _read_registrations(database: HistoryDatabase) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    return database.load_topologies(), database.load_bindings()
+
+
+def _apply_registrations(engine: InferenceEngine, definitions: list[dict[str, Any]], bindings: dict[str, str]) -> None:
+    known = set(engine.registry.ids())
+    for definition in definitions:
+        if definition.get("id") in known:
+            continue  # registered topologies are immutable
+        try:
+            engine.registry.register(Topology.model_validate(definition))
+        except (ValueError, TopologyError) as exc:
+            logger.error("stored topology %s is invalid and was skipped: %s", definition.get("id"), exc)
+    engine.bindings.update(bindings)
 
 
 async def _open_store(app: FastAPI, database: HistoryDatabase, engine: InferenceEngine) -> None:
@@ -86,21 +131,44 @@ async def _open_store(app: FastAPI, database: HistoryDatabase, engine: Inference
     while True:
         try:
             await asyncio.to_thread(database.open)
-            definitions = await asyncio.to_thread(database.load_topologies)
-            bindings = await asyncio.to_thread(database.load_bindings)
+            definitions, bindings = await asyncio.to_thread(_read_registrations, database)
             break
         except StorageUnavailableError:
             logger.warning("history database %s unreachable; retrying in %.1fs", database.display_url, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, STORE_RETRY_MAX_S)
-    for definition in definitions:
-        try:
-            engine.registry.register(Topology.model_validate(definition))
-        except (ValueError, TopologyError) as exc:
-            logger.error("stored topology %s is invalid and was skipped: %s", definition.get("id"), exc)
-    engine.bindings.update(bindings)
+    _apply_registrations(engine, definitions, bindings)
     app.state.store_ready = True
     logger.info("history: %d registered topologies, %d equipment bindings", len(definitions), len(bindings))
+
+
+async def _follow_peers(app: FastAPI, peers: Peers, database: HistoryDatabase | None,
+                        lifecycle: ModelLifecycle) -> None:
+    """WORKERS > 1: apply what the other workers changed (registrations, bindings, the served model),
+    then acknowledge the generation read before applying it. Starts once this worker is ready."""
+    while not (lifecycle.engine.is_loaded and app.state.store_ready):
+        await asyncio.sleep(PEER_POLL_S)
+    applied = 0
+    while True:
+        generation = peers.generation()
+        if generation != applied:
+            try:
+                if database is not None:
+                    definitions, bindings = await asyncio.to_thread(_read_registrations, database)
+                    _apply_registrations(lifecycle.engine, definitions, bindings)
+                path = peers.model_path()
+                if path is not None:
+                    await lifecycle.follow(path)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # retried at the next poll; the worker that changed it waits (or times out)
+                logger.exception("worker %d could not apply generation %d of the shared state", peers.slot,
+                                 generation)
+                await asyncio.sleep(PEER_RETRY_S)
+                continue
+            applied = generation
+            peers.acknowledge(generation)
+        await asyncio.sleep(PEER_POLL_S)
 
 
 # Buffered history rows get at least this long to reach the database even when draining requests
@@ -137,9 +205,10 @@ def history_database(settings: Settings) -> HistoryDatabase:
 
 
 def create_app(settings: Settings | None = None, engine: InferenceEngine | None = None,
-               history: HistoryDatabase | None = None) -> FastAPI:
+               history: HistoryDatabase | None = None, peers: Peers | None = None) -> FastAPI:
     """The app serving `engine`. Without an engine, the app builds one from `settings` together with
-    the history database (DATABASE_URL, else SQLite under DATA_DIR) and owns both."""
+    the history database (DATABASE_URL, else SQLite under DATA_DIR) and owns both. `peers`: the
+    other worker processes of the same server (WORKERS > 1), kept in step with this one."""
     settings = settings or get_settings()
     owns_engine = engine is None
     if owns_engine and history is None:
@@ -151,8 +220,13 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
         tasks = []
         if not served_engine.is_loaded:
             tasks.append(asyncio.create_task(_load_model(app, served_engine, settings), name="hydrodiag-model-load"))
-        if history is not None:
+        elif owns_engine:
+            _model_ready(served_engine, settings)
+        if history is not None and not app.state.store_ready:
             tasks.append(asyncio.create_task(_open_store(app, history, served_engine), name="hydrodiag-store"))
+        if peers is not None:
+            tasks.append(asyncio.create_task(_follow_peers(app, peers, history, app.state.lifecycle),
+                                             name="hydrodiag-peers"))
         try:
             yield
         finally:
@@ -175,7 +249,8 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
     app.state.history = history
     app.state.shutdown_clock = ShutdownClock(settings.shutdown_timeout_s)
     app.state.store_ready = history is None
-    app.state.lifecycle = ModelLifecycle(served_engine, settings.resolved_model_dir)
+    app.state.peers = peers
+    app.state.lifecycle = ModelLifecycle(served_engine, settings.resolved_model_dir, peers)
     app.state.metrics = HttpMetrics(served_engine, history)
     install_error_handlers(app)
     # Middleware: the last added is the outermost. Request context > metrics > CORS > security, so

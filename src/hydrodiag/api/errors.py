@@ -28,6 +28,7 @@ from hydrodiag.errors import (
     ModelActivationError,
     ModelNotLoadedError,
     NotFoundError,
+    PeerSyncError,
     QueueFullError,
     StorageUnavailableError,
 )
@@ -191,6 +192,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelNotLoadedError, _unavailable)
     app.add_exception_handler(EngineClosedError, _unavailable)
     app.add_exception_handler(StorageUnavailableError, _storage_unavailable)
+    app.add_exception_handler(PeerSyncError, _unavailable)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(ModelActivationError, _activation_failed)

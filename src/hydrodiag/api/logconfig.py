@@ -19,6 +19,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # which worker, when WORKERS > 1
             "msg": record.getMessage(),
         }
         for name in _EXTRA_FIELDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import ErrorBody, request_id_of
-from hydrodiag.api.state import engine_of
+from hydrodiag.api.state import engine_of, peers_of
 from hydrodiag.errors import ModelNotLoadedError, StorageUnavailableError, UnknownTopologyError
 from hydrodiag.inference.schemas import (
     BatchPredictionRequest,
@@ -160,9 +161,13 @@ async def ready(request: Request) -> ReadyResponse:
 
 @router.get("/stats", tags=["service"])
 async def stats(request: Request) -> dict[str, Any]:
-    """Serving statistics: the spec's keys plus request/batch counts and latency percentiles."""
+    """Serving statistics: the spec's keys plus request/batch counts and latency percentiles. With
+    WORKERS > 1 they are the answering worker's own (`worker` says which)."""
     stats = engine_of(request).get_stats()
     stats["model_path"] = public_path(stats["model_path"])
+    peers = peers_of(request)
+    stats["worker"] = {"slot": peers.slot if peers else 0, "workers": peers.group.workers if peers else 1,
+                       "pid": os.getpid()}
     return stats
 
 

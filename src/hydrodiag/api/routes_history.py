@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydrodiag.api.errors import ErrorBody
-from hydrodiag.api.state import engine_of
+from hydrodiag.api.state import engine_of, peers_of
 from hydrodiag.errors import ConflictError, InvalidInputError, NotFoundError, StorageUnavailableError
 from hydrodiag.store.sql import HistoryDatabase
 from hydrodiag.topology.schema import Identifier, Topology
@@ -102,6 +102,7 @@ async def bind_equipment(equipment_id: EquipmentId, body: BindingRequest, reques
     if database is not None:
         await asyncio.to_thread(database.bind_equipment, equipment_id, body.topology_id)
     engine.bind_equipment(equipment_id, body.topology_id)
+    await _publish(request, f"binding '{equipment_id}'")
     return EquipmentResponse(equipment_id=equipment_id, topology_id=body.topology_id)
 
 
@@ -127,4 +128,12 @@ async def register_topology(body: Topology, request: Request) -> Topology:
     if database is not None:
         await asyncio.to_thread(database.save_topology, body.id, body.model_dump(mode="json", exclude_none=True))
     engine.registry.register(body)
+    await _publish(request, f"registering topology '{body.id}'")
     return body
+
+
+async def _publish(request: Request, what: str) -> None:
+    """WORKERS > 1: answer only once every worker knows the change."""
+    peers = peers_of(request)
+    if peers is not None:
+        await peers.publish(what)

@@ -22,6 +22,7 @@ from hydrodiag.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from hydrodiag.api.app import ShutdownClock
+    from hydrodiag.inference.peers import Peers
 
 EXIT_CONFIG_ERROR = 2
 
@@ -62,8 +63,7 @@ def run_server(
 
     import torch
 
-    from hydrodiag.api.app import create_app
-    from hydrodiag.api.logconfig import configure_logging, logging_config
+    from hydrodiag.api.logconfig import configure_logging
 
     configure_logging(settings.log_level)
     threads = settings.resolved_torch_threads
@@ -72,10 +72,30 @@ def run_server(
     # The forward thread needs the GIL only to enter and leave a (traced) pass, but must wait up to a
     # whole switch interval for the busy event loop to hand it over: 5 ms by default, a pass's length.
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
-    _exit_cleanly_after_signals()
+    if settings.workers > 1:
+        from hydrodiag.api.workers import PortUnavailableError, run_workers
+
+        try:
+            status = run_workers(settings)
+        except PortUnavailableError as exc:
+            _fail(f"API_PORT: {exc}")
+        raise SystemExit(status)
+    exit_cleanly_after_signals()
+    serve(settings)
+    logging.getLogger(__name__).info("server stopped")
+
+
+def serve(settings: Settings, sockets: list[socket.socket] | None = None, peers: Peers | None = None) -> None:
+    """Run one server process until it is told to stop: on `sockets` when given (a worker of
+    several), else on API_HOST:API_PORT."""
+    from hydrodiag.api.app import create_app, prepare_before_serving
+    from hydrodiag.api.logconfig import logging_config
+
     uvloop = importlib.util.find_spec("uvloop") is not None
     httptools = importlib.util.find_spec("httptools") is not None
-    app = create_app(settings)
+    app = create_app(settings, peers=peers)
+    if peers is not None:
+        prepare_before_serving(app)
     config = uvicorn.Config(
         app,
         host=settings.api_host,
@@ -86,8 +106,7 @@ def run_server(
         access_log=settings.access_log_enabled,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
     )
-    _Server(config, app.state.shutdown_clock).run()
-    logging.getLogger(__name__).info("server stopped")
+    _Server(config, app.state.shutdown_clock).run(sockets=sockets)
 
 
 class _Server(uvicorn.Server):
@@ -103,7 +122,7 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _exit_cleanly_after_signals() -> None:
+def exit_cleanly_after_signals() -> None:
     """uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal with the handler
     that was installed before it; a no-op handler there lets the process end with status 0 after a
     clean shutdown, which is what process supervisors read as success."""

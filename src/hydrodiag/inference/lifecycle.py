@@ -17,6 +17,7 @@ from typing import Any
 
 from hydrodiag.errors import CheckpointError, ModelActivationError, NotFoundError
 from hydrodiag.inference.engine import InferenceEngine
+from hydrodiag.inference.peers import Peers
 from hydrodiag.model.checkpoint import read_metadata
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,18 @@ class ModelFile:
 
 
 class ModelLifecycle:
-    def __init__(self, engine: InferenceEngine, model_dir: Path) -> None:
+    def __init__(self, engine: InferenceEngine, model_dir: Path, peers: Peers | None = None) -> None:
         self.engine = engine
         self.model_dir = Path(model_dir)
+        self.peers = peers
         self.previous_version: str | None = None
         self._lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     @property
     def active_version(self) -> str | None:
@@ -80,14 +88,13 @@ class ModelLifecycle:
         return candidates[0]
 
     async def activate(self, version: str) -> dict[str, Any]:
-        """Load, warm up and serve `version`; one activation at a time."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        """Load, warm up and serve `version`; one activation at a time. With WORKERS > 1, answers once
+        every worker serves it."""
+        async with self.lock:
             path = await asyncio.to_thread(self.find, version)
             before = self.active_version
             try:
-                info = await self.engine.swap_model(path)
+                info = await self._serve(path)
             except CheckpointError as exc:
                 logger.error("activation of %s (%s) failed: %s", version, path, exc)
                 raise ModelActivationError(version, f"file '{path.name}': {exc.problem}", before) from None
@@ -95,7 +102,24 @@ class ModelLifecycle:
                 logger.exception("activation of %s (%s) failed", version, path)
                 raise ModelActivationError(version, f"{type(exc).__name__} during load or warm-up",
                                            before) from None
-            if before is not None and before != info["model_version"]:
-                self.previous_version = before
             logger.info("model version %s active (previous %s)", info["model_version"], self.previous_version)
-            return info
+        if self.peers is not None:
+            await self.peers.publish(f"activating version '{version}'", model_path=path)
+        return info
+
+    async def follow(self, path: Path) -> None:
+        """Serve `path` because another worker of this server activated it (WORKERS > 1)."""
+        async with self.lock:
+            served = self.engine.model
+            if served is not None and served.path.resolve() == path.resolve():
+                return
+            info = await self._serve(path)
+            logger.info("following the other workers: model version %s active (previous %s)",
+                        info["model_version"], self.previous_version)
+
+    async def _serve(self, path: Path) -> dict[str, Any]:
+        before = self.active_version
+        info = await self.engine.swap_model(path)
+        if before is not None and before != info["model_version"]:
+            self.previous_version = before
+        return info
