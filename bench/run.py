@@ -39,6 +39,7 @@ TMP = RESULTS / "tmp"
 MARKER = "BENCH_JSON "
 # Settings hydrodiag reads from the environment that change how it serves; recorded with the results.
 HYDRODIAG_ENV = (
+    "WORKERS",
     "DEVICE",
     "BATCH_SIZE",
     "MAX_WAIT_MS",
@@ -143,28 +144,25 @@ def run_model_bench(model_path: Path, bodies: list[Path], smoke: bool) -> dict[s
     return dict(json.loads(line[len(MARKER) :]))
 
 
-def server_specs(model_path: Path, envs: dict[str, Path], litserve_timeout: float) -> list[ServerSpec]:
-    hydrodiag_cli = Path(sys.executable).parent / "hydrodiag"
-    port = free_port()
-    specs = [
-        ServerSpec(
-            "hydrodiag",
-            [
-                str(hydrodiag_cli),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--model-path",
-                str(model_path),
-            ],
-            port,
-            ready_path="/ready",
-            cwd=REPO,
-            describe="hydrodiag serve (as shipped: settings from the environment)",
-        )
-    ]
+def server_specs(
+    model_path: Path, envs: dict[str, Path], litserve_timeout: float, workers_variant: int = 0
+) -> list[ServerSpec]:
+    """hydrodiag first (as configured by the environment), then hydrodiag with WORKERS=`workers_variant`
+    when that is above 1, then the competitors whose environments exist."""
+
+    def hydrodiag(name: str, env: dict[str, str], describe: str) -> ServerSpec:
+        port = free_port()
+        command = [str(Path(sys.executable).parent / "hydrodiag"), "serve", "--host", "127.0.0.1", "--port",
+                   str(port), "--model-path", str(model_path)]
+        return ServerSpec(name, command, port, ready_path="/ready", env=env, cwd=REPO, describe=describe)
+
+    specs = [hydrodiag("hydrodiag", {}, "hydrodiag serve (as shipped: settings from the environment)")]
+    if workers_variant > 1:
+        specs.append(hydrodiag(
+            f"hydrodiag_workers{workers_variant}", {"WORKERS": str(workers_variant)},
+            f"hydrodiag serve with WORKERS={workers_variant}: a supervisor and {workers_variant} forked server "
+            "processes on the port (SO_REUSEPORT), other settings as the first",
+        ))
     competitors = {
         "plain_fastapi": ([], {"describe": "FastAPI + uvicorn, async handler, one forward per request"}),
         "litserve": (
@@ -216,6 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,4,16,64", help="concurrent connections (closed loop)")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per closed-loop level")
     parser.add_argument("--litserve-batch-timeout", type=float, default=0.002)
+    parser.add_argument("--workers-variant", type=int, default=2,
+                        help="also measure hydrodiag with WORKERS=N beside the configured one (0: do not; "
+                             "never in smoke mode)")
     parser.add_argument(
         "--no-profile",
         action="store_true",
@@ -281,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         results["model"] = run_model_bench(args.model_path, [b["single"] for b in bodies.values()], smoke)
         load = results["model"]["load"]
         log(f"  load {load['load_s']:.3f}s, warmup {load['warmup_s']:.3f}s")
-        specs = server_specs(args.model_path, envs, args.litserve_batch_timeout)
+        specs = server_specs(args.model_path, envs, args.litserve_batch_timeout,
+                             0 if smoke else args.workers_variant)
         with all_running(specs, server_cpus, TMP / "logs", log=log) as servers:
             results["servers"] = http_suite.measure_all(servers, bodies, plan, log=log)
             hydrodiag = servers[0]

@@ -136,16 +136,20 @@ class Server:
             _RUNNING.remove(self)
 
     def memory(self) -> dict[str, float]:
-        """RSS in MiB of the server process and of its whole process tree."""
+        """RSS in MiB of the server process and of its whole process tree, and the tree's PSS: forked
+        workers share pages (torch's libraries, what the parent imported), which RSS counts once per
+        process and PSS divides among them."""
         try:
             main = psutil.Process(self.pid)
             procs = [main, *main.children(recursive=True)]
             rss = [p.memory_info().rss for p in procs]
+            pss = [getattr(p.memory_full_info(), "pss", 0) for p in procs]
         except psutil.Error:
             return {}
         return {
             "rss_mb": round(rss[0] / 2**20, 1),
             "tree_rss_mb": round(sum(rss) / 2**20, 1),
+            "tree_pss_mb": round(sum(pss) / 2**20, 1),
             "processes": len(procs),
         }
 

@@ -21,8 +21,10 @@ import httpx
 import psutil
 import pytest
 from conftest import RunningServer, UciCycles, server_env, start_server, stop_server
+from prometheus_client.parser import text_string_to_metric_families
 from test_model_lifecycle import _copy_with_version
 
+from hydrodiag.api.metrics import SHARE_INTERVAL_S
 from hydrodiag.errors import PeerSyncError
 from hydrodiag.inference.peers import NOT_UP, WorkerGroup
 from hydrodiag.model.checkpoint import read_metadata
@@ -123,6 +125,18 @@ def test_registration_and_binding_hold_on_every_worker(server: RunningServer, uc
     body.pop("topology_id", None)
     predicted = _fresh(server, "POST", "/predict", json=body)
     assert {(r.status_code, r.json()["topology_id"]) for r in predicted} == {(200, rig["id"])}
+
+
+def test_any_worker_answers_metrics_for_all(server: RunningServer) -> None:
+    """After the 24 predictions above: one scrape, whichever worker answers it, counts all of them."""
+    time.sleep(SHARE_INTERVAL_S * 1.5)  # the other worker shares its exposition once a second
+    for response in _fresh(server, "GET", "/metrics", 4):
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
+        predictions = families["hydrodiag_predictions"].samples
+        assert {s.labels["worker"] for s in predictions} == {"0", "1"}
+        assert sum(s.value for s in predictions) == FRESH_CONNECTIONS
+        models = families["hydrodiag_model_info"].samples
+        assert {(s.labels["worker"], s.labels["version"]) for s in models} == {("0", "2.2.0"), ("1", "2.2.0")}
 
 
 def test_activation_reaches_every_worker_and_survives_a_worker_crash(

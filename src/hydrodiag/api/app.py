@@ -227,6 +227,7 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
         if peers is not None:
             tasks.append(asyncio.create_task(_follow_peers(app, peers, history, app.state.lifecycle),
                                              name="hydrodiag-peers"))
+            tasks.append(asyncio.create_task(app.state.metrics.share(), name="hydrodiag-metrics-share"))
         try:
             yield
         finally:
@@ -251,7 +252,7 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
     app.state.store_ready = history is None
     app.state.peers = peers
     app.state.lifecycle = ModelLifecycle(served_engine, settings.resolved_model_dir, peers)
-    app.state.metrics = HttpMetrics(served_engine, history)
+    app.state.metrics = HttpMetrics(served_engine, history, peers)
     install_error_handlers(app)
     # Middleware: the last added is the outermost. Request context > metrics > CORS > security, so
     # refusals carry request ids and CORS headers and are counted, and a preflight needs no key.

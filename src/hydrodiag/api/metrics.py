@@ -7,6 +7,7 @@ path, so label cardinality stays bounded; paths that match no route are labelled
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,11 +24,14 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hydrodiag.inference.engine import InferenceEngine
+from hydrodiag.inference.peers import Peers
 from hydrodiag.store.sql import HistoryDatabase
 
 # Why a request was refused, by status, unless the handler named a finer reason (e.g. queue_full).
@@ -35,6 +39,9 @@ REJECT_REASONS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 409
                   413: "body_too_large", 422: "invalid_input", 429: "rate_limited", 503: "unavailable"}
 # Any other method token is labelled "other": clients must not be able to mint label values.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# WORKERS > 1: how often a worker shares its exposition with the others (what another worker's
+# /metrics answer shows of it is at most this old).
+SHARE_INTERVAL_S = 1.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 router = APIRouter()
@@ -90,7 +97,8 @@ def _bound(value: float) -> str:
 
 
 class HttpMetrics:
-    def __init__(self, engine: InferenceEngine, history: HistoryDatabase | None) -> None:
+    def __init__(self, engine: InferenceEngine, history: HistoryDatabase | None, peers: Peers | None = None) -> None:
+        self.peers = peers
         self.registry = CollectorRegistry()
         self.requests = Counter("hydrodiag_http_requests", "HTTP requests by route template and status.",
                                 ["method", "route", "status"], registry=self.registry)
@@ -103,7 +111,38 @@ class HttpMetrics:
         self.registry.register(CoreCollector(engine, history))
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """This worker's metrics; with WORKERS > 1, every worker's, each series labelled `worker`
+        (the others' as they shared them at most SHARE_INTERVAL_S ago)."""
+        own = generate_latest(self.registry)
+        if self.peers is None:
+            return own
+        by_worker = {self.peers.slot: own, **self.peers.others_metrics()}
+        merged = CollectorRegistry()
+        merged.register(_LabelledWorkers(by_worker))
+        return generate_latest(merged)
+
+    async def share(self) -> None:
+        """WORKERS > 1: keep this worker's exposition where the others read it."""
+        assert self.peers is not None
+        while True:
+            self.peers.share_metrics(generate_latest(self.registry))
+            await asyncio.sleep(SHARE_INTERVAL_S)
+
+
+class _LabelledWorkers(Collector):
+    """Several workers' expositions as one, each sample labelled with the worker it came from."""
+
+    def __init__(self, by_worker: dict[int, bytes]) -> None:
+        self.by_worker = by_worker
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for slot in sorted(self.by_worker):
+            for family in text_string_to_metric_families(self.by_worker[slot].decode("utf-8")):
+                merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "worker": str(slot)}, sample.value)
+        yield from families.values()
 
 
 TEMPLATE_CACHE_SIZE = 4096

@@ -10,6 +10,9 @@ acknowledges the generation it read. A worker that is not up (starting, or being
 the supervisor) acknowledges nothing and is not waited for: it reads the whole state when it
 comes up.
 
+The block also carries each worker's latest metrics exposition, so that whichever worker Prometheus
+reaches answers for all of them.
+
 The block is an anonymous shared mmap made by the supervisor before it forks the workers, so
 reading the generation is a memory read, and the block needs no file or server.
 """
@@ -32,6 +35,8 @@ _PATH_LENGTH_AT = 8
 _PATH_AT = 16
 MAX_PATH_BYTES = 4080
 _ACKS_AT = _PATH_AT + MAX_PATH_BYTES
+# Each worker's latest metrics exposition (WORKERS > 1: any worker answers /metrics for all of them).
+METRICS_SLOT_BYTES = 1 << 20
 # Acknowledgement of a worker that is not up: generations start at 1.
 NOT_UP = 0
 
@@ -43,7 +48,9 @@ class WorkerGroup:
         if workers < 1:
             raise ValueError("a worker group needs at least one worker")
         self.workers = workers
-        self._block = mmap.mmap(-1, _ACKS_AT + 8 * workers)  # anonymous mmaps are MAP_SHARED: forks share it
+        self._metrics_at = _ACKS_AT + 8 * workers
+        # Anonymous mmaps are MAP_SHARED, so forks share it; pages never written take no memory.
+        self._block = mmap.mmap(-1, self._metrics_at + METRICS_SLOT_BYTES * workers)
         self._lock = multiprocessing.get_context("fork").Lock()
         _GENERATION.pack_into(self._block, _GENERATION_AT, 1)
 
@@ -84,8 +91,24 @@ class WorkerGroup:
         _GENERATION.pack_into(self._block, _ACKS_AT + 8 * slot, generation)
 
     def mark_down(self, slot: int) -> None:
-        """The supervisor saw this worker exit: nobody waits for it until it is up again."""
+        """The supervisor saw this worker exit: nobody waits for it until it is up again, and its
+        metrics leave the exposition (its replacement's counters start from zero, as after a restart)."""
         self.acknowledge(slot, NOT_UP)
+        self.put_metrics(slot, b"")
+
+    def put_metrics(self, slot: int, exposition: bytes) -> None:
+        at = self._metrics_at + METRICS_SLOT_BYTES * slot
+        if len(exposition) > METRICS_SLOT_BYTES - 4:
+            exposition = b""  # far beyond any real exposition: better absent than cut mid-line
+        with self._lock:
+            self._block[at + 4 : at + 4 + len(exposition)] = exposition
+            _PATH_LENGTH.pack_into(self._block, at, len(exposition))
+
+    def metrics(self, slot: int) -> bytes:
+        at = self._metrics_at + METRICS_SLOT_BYTES * slot
+        with self._lock:
+            length = _PATH_LENGTH.unpack_from(self._block, at)[0]
+            return bytes(self._block[at + 4 : at + 4 + length])
 
 
 class Peers:
@@ -115,6 +138,14 @@ class Peers:
     def acknowledge(self, generation: int) -> None:
         """This worker serves the state of `generation` (or a later one)."""
         self.group.acknowledge(self.slot, generation)
+
+    def share_metrics(self, exposition: bytes) -> None:
+        self.group.put_metrics(self.slot, exposition)
+
+    def others_metrics(self) -> dict[int, bytes]:
+        """The latest exposition each other worker shared (workers that shared none are left out)."""
+        shared = {slot: self.group.metrics(slot) for slot in range(self.group.workers) if slot != self.slot}
+        return {slot: text for slot, text in shared.items() if text}
 
     def lagging(self, generation: int) -> list[int]:
         """Slots of the workers that are up but have not applied `generation` yet."""
