@@ -100,3 +100,34 @@ def test_rows_are_written_without_anyone_asking(tmp_path: Path) -> None:
         time.sleep(0.01)
     assert db.writer.written == 1 and db.count_predictions() == 1
     assert db.close(5)
+
+
+REFRESH_S = 0.5
+
+
+def test_workers_sharing_a_database_fit_trends_on_every_stored_point(database_url: str) -> None:
+    """WORKERS > 1: two processes (here two stores) predicting for the same machine each take in
+    the rows the other stored, once per refresh, without counting their own twice."""
+    first = HistoryDatabase(database_url, writer=FAST, cache_points=64, refresh_s=REFRESH_S)
+    second = HistoryDatabase(database_url, writer=FAST, cache_points=64, refresh_s=REFRESH_S)
+    first.open()
+    second.open()
+    try:
+        for i in range(6):
+            _append(first if i % 2 else second, "press-9", i, 0.9 - i * 0.01)
+        assert first.flush(10) and second.flush(10)
+        time.sleep(REFRESH_S)
+        for db in (first, second):
+            seconds, healths = db.trend_series("press-9", "v-test")
+            assert len(seconds) == 6
+            assert sorted(healths.tolist()) == pytest.approx(sorted(0.9 - i * 0.01 for i in range(6)))
+        # Within a refresh interval the cache answers alone: no query per prediction.
+        _append(first, "press-9", 6, 0.8)
+        assert first.flush(10)
+        assert len(second.trend_series("press-9", "v-test")[0]) == 6
+        time.sleep(REFRESH_S)
+        assert len(second.trend_series("press-9", "v-test")[0]) == 7
+        assert len(first.trend_series("press-9", "v-test")[0]) == 7
+    finally:
+        first.close(10)
+        second.close(10)

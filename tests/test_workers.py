@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -137,6 +138,17 @@ def test_any_worker_answers_metrics_for_all(server: RunningServer) -> None:
         assert sum(s.value for s in predictions) == FRESH_CONNECTIONS
         models = families["hydrodiag_model_info"].samples
         assert {(s.labels["worker"], s.labels["version"]) for s in models} == {("0", "2.2.0"), ("1", "2.2.0")}
+
+
+def test_a_machine_trend_counts_the_points_every_worker_made(server: RunningServer, uci: UciCycles) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    for hour in range(5):
+        body = {**uci.request("nominal", "trend-7"), "timestamp": (start + timedelta(hours=hour)).isoformat()}
+        assert _fresh(server, "POST", "/predict", 1, json=body)[0].status_code == 200
+    time.sleep(2.0)  # rows reach the database within HISTORY_FLUSH_INTERVAL_MS; workers look once a second
+    body = {**uci.request("nominal", "trend-7"), "timestamp": (start + timedelta(hours=5)).isoformat()}
+    [answer] = _fresh(server, "POST", "/predict", 1, json=body)
+    assert answer.json()["degradation"]["points_used"] == 6, "whichever worker answers sees all six"
 
 
 def test_activation_reaches_every_worker_and_survives_a_worker_crash(

@@ -57,6 +57,9 @@ STORE_RETRY_MAX_S = 5.0
 # WORKERS > 1: how often a worker looks for changes made by the others (a shared-memory read).
 PEER_POLL_S = 0.02
 PEER_RETRY_S = 1.0
+# WORKERS > 1: how often a worker takes in the predictions the others stored for a machine it serves
+# (one indexed query per machine at most this often), so that trends are fitted on all of them.
+SHARED_HISTORY_REFRESH_S = 1.0
 
 
 async def _load_model(app: FastAPI, engine: InferenceEngine, settings: Settings) -> None:
@@ -201,6 +204,7 @@ def history_database(settings: Settings) -> HistoryDatabase:
                             flush_interval_s=settings.history_flush_interval_ms / 1000.0,
                             retry_max_s=settings.history_retry_max_s),
         cache_points=settings.history_max_points, cache_equipment=settings.history_max_equipment,
+        refresh_s=SHARED_HISTORY_REFRESH_S if settings.workers > 1 else 0.0,
     )
 
 

@@ -37,6 +37,8 @@ CONNECT_TIMEOUT_S = 3
 # After a failed trend read, skip reads this long: an unreachable host would otherwise cost a
 # connect timeout on the request path for every machine seen for the first time.
 READ_PAUSE_AFTER_FAILURE_S = 5.0
+# Uids of own rows remembered per machine until read back from the database (refresh_s > 0).
+OWN_UIDS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,9 @@ class HistoryDatabase:
     """Implements the `HistoryStore` protocol for the inference core, plus the queries of the API."""
 
     def __init__(self, url: str, *, writer: WriterConfig | None = None, cache_points: int = 256,
-                 cache_equipment: int = 10_000) -> None:
+                 cache_equipment: int = 10_000, refresh_s: float = 0.0) -> None:
+        """`refresh_s` > 0 (WORKERS > 1: other processes write the same machines' predictions): a
+        machine's cached points take in the rows other processes stored, at most that often."""
         self.url = url
         self.display_url = safe_url(url)
         self.engine = create_db_engine(url)
@@ -126,6 +130,11 @@ class HistoryDatabase:
         self.cache_points = cache_points
         self.schema_ready = False
         self._reads_paused_until = 0.0
+        self.refresh_s = refresh_s
+        # equipment -> (when its cached points last took in stored rows, the highest row id taken in)
+        self._synced: dict[str, tuple[float, int]] = {}
+        # equipment -> uids of the rows this process appended and has not yet read back (ordered set)
+        self._own: dict[str, dict[str, None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -172,8 +181,14 @@ class HistoryDatabase:
                             anomalies=dict(anomalies), latency_ms=float(latency_ms), request_id=request_id,
                             topology_id=topology_id)
         self.cache.add(equipment_id, point)
+        uid = uuid.uuid4().hex
+        if self.refresh_s:
+            own = self._own.setdefault(equipment_id, {})
+            own[uid] = None
+            if len(own) > OWN_UIDS_KEPT:  # rows that never came back (database down): forget the oldest
+                del own[next(iter(own))]
         self.writer.put({
-            "uid": uuid.uuid4().hex, "equipment_id": equipment_id, "timestamp": point.timestamp,
+            "uid": uid, "equipment_id": equipment_id, "timestamp": point.timestamp,
             "model_version": model_version, "topology_id": topology_id, "system_health": point.system_health,
             "component_health": point.component_health, "anomaly_probabilities": point.anomalies,
             "latency_ms": point.latency_ms, "request_id": request_id, "recorded_at": datetime.now(UTC),
@@ -195,21 +210,56 @@ class HistoryDatabase:
         trend starts from what this process sees (logged) rather than failing the prediction.
         """
         if self.cache.contains(equipment_id):
+            if self.refresh_s:
+                self._take_in_others(equipment_id)
             return
         points: list[HealthPoint] = []
-        healthy = self.writer.last_error is None and time.monotonic() >= self._reads_paused_until
-        if self.schema_ready and healthy:
+        if self._readable():
             query = (select(predictions).where(predictions.c.equipment_id == equipment_id)
                      .order_by(predictions.c.timestamp.desc(), predictions.c.id.desc()).limit(self.cache_points))
             try:
                 with self.engine.connect() as conn:
                     rows = conn.execute(query).mappings().all()
                 points = [_point(row) for row in reversed(rows)]
+                self._synced[equipment_id] = (time.monotonic(), max((row["id"] for row in rows), default=0))
             except SQLAlchemyError as exc:
-                self._reads_paused_until = time.monotonic() + READ_PAUSE_AFTER_FAILURE_S
-                logger.warning("history of %s not read (%s); its trend starts from new points", equipment_id,
-                               str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self._read_failed(f"history of {equipment_id} not read; its trend starts from new points", exc)
         self.cache.seed(equipment_id, points)
+
+    def _take_in_others(self, equipment_id: str) -> None:
+        """Add to a machine's cached points the rows other processes stored since it last looked
+        (one indexed query, at most every `refresh_s`); rows this process appended itself are in
+        the cache already and are skipped."""
+        now = time.monotonic()
+        last, since = self._synced.get(equipment_id, (0.0, 0))
+        if now - last < self.refresh_s or not self._readable():
+            return
+        query = (select(predictions).where(predictions.c.equipment_id == equipment_id, predictions.c.id > since)
+                 .order_by(predictions.c.id).limit(self.cache_points))
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as exc:
+            self._read_failed(f"rows of {equipment_id} stored by other workers not read", exc)
+            return
+        own = self._own.get(equipment_id, {})
+        for row in rows:
+            if row["uid"] in own:
+                del own[row["uid"]]
+                continue
+            self.cache.add(equipment_id, _point(row))
+        self._synced[equipment_id] = (now, max((row["id"] for row in rows), default=since))
+        if len(self._synced) > 2 * self.cache.max_equipment:  # machines the cache has forgotten
+            self._synced = {k: v for k, v in self._synced.items() if self.cache.contains(k)}
+            self._own = {k: v for k, v in self._own.items() if k in self._synced}
+
+    def _readable(self) -> bool:
+        healthy = self.writer.last_error is None and time.monotonic() >= self._reads_paused_until
+        return self.schema_ready and healthy
+
+    def _read_failed(self, what: str, exc: SQLAlchemyError) -> None:
+        self._reads_paused_until = time.monotonic() + READ_PAUSE_AFTER_FAILURE_S
+        logger.warning("%s (%s)", what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     def _insert_rows(self, rows: list[Row]) -> None:
         """Writer thread: one transaction per batch; rows already stored (same uid) are skipped."""

@@ -32,6 +32,7 @@ predictions = Table(
     Column("request_id", String(160), nullable=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Index("ix_predictions_equipment_time", "equipment_id", "timestamp"),
+    Index("ix_predictions_equipment_row", "equipment_id", "id"),
 )
 
 topologies = Table(
