@@ -60,6 +60,32 @@ def test_generation_model_path_and_acknowledgements_cross_a_fork() -> None:
     assert group.acknowledged(1) == NOT_UP and first.lagging(generation + 1) == []
 
 
+def test_a_worker_dying_while_it_holds_the_lock_blocks_nobody() -> None:
+    group = WorkerGroup(2)
+    pid = os.fork()
+    if pid == 0:
+        group._locked().__enter__()  # dies holding it
+        os._exit(0)
+    os.waitpid(pid, 0)
+    signal.alarm(10)  # a kept lock would hang the bump forever: fail the test instead
+    try:
+        assert group.bump(Path("/models/c.ckpt")) == 2
+        assert group.model_path() == Path("/models/c.ckpt")
+    finally:
+        signal.alarm(0)
+
+
+def test_metrics_slots_hold_each_workers_latest_exposition() -> None:
+    group = WorkerGroup(2)
+    first, second = group.peer(0), group.peer(1)
+    second.share_metrics(b"# one\n")
+    second.share_metrics(b"# two\n")
+    assert first.others_metrics() == {1: b"# two\n"}
+    assert second.others_metrics() == {}
+    group.mark_down(1)
+    assert first.others_metrics() == {}
+
+
 def test_publish_names_the_worker_that_did_not_follow() -> None:
     group = WorkerGroup(3)
     group.acknowledge(1, 1)  # up, but never applies anything
