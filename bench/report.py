@@ -47,6 +47,10 @@ def _saturation(results: dict[str, Any], server: str) -> float | None:
     return _get(results, "servers", server, "payloads", _primary(results), "saturation_rps")
 
 
+def _fmt_ms(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.1f} ms"
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -132,6 +136,17 @@ def _diagnosis(results: dict[str, Any]) -> list[str]:
             f"measured {rps16:.0f} req/s, so p99 <= 15 ms needs more than {16000 / 15:.0f} req/s on the "
             f"server's core(s) (p99 measured: {hd16:.1f} ms)."
         )
+    for variant in hydrodiag_servers(results)[1:]:
+        mine, base = _saturation(results, variant), _saturation(results, "hydrodiag")
+        rss_v = _get(results, "servers", variant, "memory_ready", "tree_rss_mb")
+        pss_v = _get(results, "servers", variant, "memory_ready", "tree_pss_mb")
+        if mine and base:
+            notes.append(
+                f"{variant}: {mine:.0f} req/s saturated, {mine / base:.2f}x the single process's {base:.0f} "
+                f"(several event loops instead of one), p99 at 16 clients {_fmt_ms(_lat(results, variant, 16, 'p99'))} "
+                f"against {_fmt_ms(_lat(results, 'hydrodiag', 16, 'p99'))}; memory {rss_v} MB RSS summed over its "
+                f"processes ({pss_v} MB PSS: they share what the supervisor imported before forking)."
+            )
     rss = _get(results, "servers", "hydrodiag", "memory_ready", "tree_rss_mb")
     plain_rss = _get(results, "servers", "plain_fastapi", "memory_ready", "tree_rss_mb")
     if rss is not None and plain_rss is not None:

@@ -143,20 +143,26 @@ class Supervisor:
         self._start(slot)
 
     def _start(self, slot: int) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             for sig in (signal.SIGTERM, signal.SIGINT):  # not the supervisor's handler, not even briefly
                 signal.signal(sig, signal.SIG_IGN)
             self.children.clear()
-            os._exit(self._worker(slot))
+            os._exit(self._worker(slot, supervisor))
         self.children[pid] = slot
         self.started[slot] = time.monotonic()
+        if self.stopping:  # a signal came between the fork and the line above
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
-    def _worker(self, slot: int) -> int:
+    def _worker(self, slot: int, supervisor: int) -> int:
         """The forked child: one server process on its socket. Never returns to the supervisor's loop."""
         try:
             exit_cleanly_after_signals()
             _die_with_parent()
+            if os.getppid() != supervisor:  # it died before the line above could take effect
+                return 1
             for index, sock in enumerate(self.sockets):
                 if index != slot:
                     sock.close()
