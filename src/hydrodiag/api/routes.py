@@ -166,8 +166,7 @@ async def stats(request: Request) -> dict[str, Any]:
     stats = engine_of(request).get_stats()
     stats["model_path"] = public_path(stats["model_path"])
     peers = peers_of(request)
-    stats["worker"] = {"slot": peers.slot if peers else 0, "workers": peers.group.workers if peers else 1,
-                       "pid": os.getpid()}
+    stats["worker"] = peers.describe() if peers else {"slot": 0, "workers": 1, "pid": os.getpid()}
     return stats
 
 

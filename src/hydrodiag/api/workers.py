@@ -29,9 +29,14 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from sqlalchemy.exc import SQLAlchemyError
+
+# Imported here, in the supervisor, so that the forked workers share the app's modules' pages.
+import hydrodiag.api.app  # noqa: F401
 from hydrodiag.api.server import EXIT_CONFIG_ERROR, exit_cleanly_after_signals, serve
 from hydrodiag.inference.peers import WorkerGroup
 from hydrodiag.settings import Settings
+from hydrodiag.store.sql import create_db_engine, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +87,14 @@ def run_workers(settings: Settings) -> int:
 def _migrate_once(settings: Settings) -> None:
     """Bring the history schema up to date before the workers start, so that they do not race to
     create it; a database that is down now is left to the workers, which retry until it answers."""
-    from hydrodiag.api.app import history_database
-    from hydrodiag.errors import StorageUnavailableError
-
-    database = history_database(settings)
+    engine = create_db_engine(settings.resolved_database_url)
     try:
-        database.migrate()
-    except StorageUnavailableError:
-        pass
+        migrate(engine)
+    except SQLAlchemyError as exc:
+        logger.warning("history schema not migrated before the workers start (%s); they retry",
+                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     finally:
-        database.engine.dispose()  # no connection crosses the fork
+        engine.dispose()  # no connection crosses the fork
 
 
 @dataclass

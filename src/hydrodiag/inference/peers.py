@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import mmap
+import os
 import struct
 import tempfile
 import time
@@ -150,6 +151,9 @@ class Peers:
         self.group = group
         self.slot = slot
         self.timeout_s = timeout_s
+
+    def describe(self) -> dict[str, int]:
+        return {"slot": self.slot, "workers": self.group.workers, "pid": os.getpid()}
 
     def generation(self) -> int:
         return self.group.generation()

@@ -138,16 +138,12 @@ class HistoryDatabase:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision; raises StorageUnavailableError if unreachable."""
+    def open(self) -> None:
+        """Migrate the schema and start the writer; raises StorageUnavailableError if unreachable."""
         try:
             migrate(self.engine)
         except SQLAlchemyError as exc:
             raise self._unavailable("migrating the schema", exc) from None
-
-    def open(self) -> None:
-        """Migrate the schema and start the writer; raises StorageUnavailableError if unreachable."""
-        self.migrate()
         self.schema_ready = True
         self.writer.start()
         logger.info("history database ready: %s", self.display_url)
