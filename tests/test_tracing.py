@@ -92,3 +92,19 @@ def test_a_pass_the_trace_fails_runs_eagerly(model_path: Path, caplog: pytest.Lo
     torch.testing.assert_close(answered.system_logits, expected.system_logits, rtol=0, atol=1e-5)
     assert served.trace_failures == 1 and served.info()["trace_failures"] == 1
     assert any("runs eagerly" in r.getMessage() for r in caplog.records)
+
+
+def test_the_traced_call_hands_its_inputs_back(model_path: Path) -> None:
+    """No input tensor is released inside the GIL-free call (releasing one there takes the GIL, which the
+    busy event loop holds): the traced signature returns every input, the very same tensors, after the
+    model's outputs."""
+    from hydrodiag.inference.tracing import MODEL_OUTPUTS, _arguments
+
+    served = ModelManager(capacity=1).load_model(model_path, device="cpu")
+    assert served._traced is not None
+    batch = collate(_graphs(served, ["uci_test_rig", "crane", "press-partial"], 3))
+    arguments = _arguments(batch)
+    with torch.inference_mode():
+        returned = served._traced._module(*arguments)
+    assert len(returned) == MODEL_OUTPUTS + len(arguments)
+    assert all(back is given for back, given in zip(returned[MODEL_OUTPUTS:], arguments, strict=True))

@@ -4,8 +4,17 @@ Eager PyTorch needs the GIL between every one of the model's few hundred operati
 event loop holds the GIL almost all the time under load, so an eager forward pass on the batcher's
 thread waits for it at every operation: measured on 2 cores, a batch of 16 took 5 ms alone and
 940 ms beside a busy Python thread. A traced module runs the whole pass in the TorchScript
-interpreter, which releases the GIL once for the call (4.6 ms beside the same busy thread, with
-the server's 1 ms switch interval), so the event loop and the model really use one core each.
+interpreter, which releases the GIL for the call, so the event loop and the model really use one
+core each.
+
+One more thing takes the GIL inside that call: a tensor made in Python (every input is) is released
+by the interpreter after its last use, and when that leaves Python the only owner, PyTorch hands the
+ownership back to its Python object -- which needs the GIL (`c10::TensorImpl::decref_pyobject`). With
+8 inputs that was 8 waits of up to a switch interval each, per pass: a batch of 8 took 5.7 ms alone,
+and 55 ms beside a busy Python thread at a 5 ms switch interval. The traced signature therefore
+returns its inputs as well: they stay on the interpreter's stack until the call is back in Python
+(GIL held), and the same pass beside the same thread took 11.7 ms, i.e. the one wait for the GIL on
+return (`python -m bench.gil_probe` measures both on this machine).
 
 A trace records the operations one example took. Everything this model does is a tensor operation
 whose shapes follow the inputs, except the number of graphs, which the model takes as a Python
@@ -32,8 +41,13 @@ logger = logging.getLogger(__name__)
 TRACE_TOLERANCE = 1e-4
 
 
+# Outputs of the model in the traced signature's tuple; the inputs follow them (see the module docstring).
+MODEL_OUTPUTS = 5
+
+
 class _TensorSignature(nn.Module):
-    """The model with only tensor inputs and a tuple output, which is what a trace can record."""
+    """The model with only tensor inputs and a tuple output, which is what a trace can record; the
+    inputs come back after the model's outputs, so that none is released inside the GIL-free call."""
 
     def __init__(self, model: UniversalTemporalGNN) -> None:
         super().__init__()
@@ -42,7 +56,8 @@ class _TensorSignature(nn.Module):
     def forward(self, series: Tensor, stats: Tensor, node_kind: Tensor, node_type: Tensor, edge_index: Tensor,
                 edge_attr: Tensor, batch: Tensor, graph_ids: Tensor) -> tuple[Tensor, ...]:
         out = self.model(series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids.size(0))
-        return out.component_health, out.component_logits, out.system_health, out.system_logits, out.component_batch
+        return (out.component_health, out.component_logits, out.system_health, out.system_logits,
+                out.component_batch, series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids)
 
 
 def _arguments(batch: Any, graph_ids: Tensor | None = None) -> tuple[Tensor, ...]:
@@ -67,7 +82,7 @@ class TracedModel:
         if graph_ids is None:
             graph_ids = self._graph_ids[key] = torch.arange(key[0], device=key[1])
         component_health, component_logits, system_health, system_logits, component_batch = self._module(
-            *_arguments(batch, graph_ids))
+            *_arguments(batch, graph_ids))[:MODEL_OUTPUTS]
         return ModelOutput(component_health=component_health, component_logits=component_logits,
                            system_health=system_health, system_logits=system_logits,
                            component_batch=component_batch)
