@@ -72,7 +72,9 @@ def _header(results: dict[str, Any], s: dict[str, Any]) -> list[str]:
         f"{m.get('avx512')}); memory {m.get('memory_gib')} GiB; Linux {m.get('kernel')}; Python "
         f"{m.get('python')}; torch {m.get('torch')}.",
         f"- Pinning with `taskset -c`: {pinning}. Loopback only.",
-        f"- hydrodiag settings from the environment: {results.get('hydrodiag_env') or 'none (defaults)'}.",
+        f"- hydrodiag settings from the environment: {results.get('hydrodiag_env') or 'none (defaults)'}"
+        + ("; each hydrodiag configuration gets an empty history database of its own (`DATA_DIR` under "
+           "`bench/results/tmp/data/`)" if results.get("fresh_history_databases") else "") + ".",
         "- CPU used by other processes when the run started / ended: "
         f"{before.get('other_processes_cpu_pct')} % / "
         f"{after.get('other_processes_cpu_pct')} % (load average {before.get('loadavg_1m')} / "

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,7 +54,16 @@ HYDRODIAG_ENV = (
     "ACCESS_LOG",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
+    "DATA_DIR",
+    "JIT_TRACE",
+    "GIL_SWITCH_INTERVAL_MS",
 )
+
+
+def fresh_history_databases() -> bool:
+    """Whether the harness gives each hydrodiag configuration an empty history database of its own
+    (unless the environment chose where history goes)."""
+    return not {"DATA_DIR", "DATABASE_URL"} & set(os.environ)
 
 
 def log(message: str) -> None:
@@ -154,6 +164,12 @@ def server_specs(
         port = free_port()
         command = [str(Path(sys.executable).parent / "hydrodiag"), "serve", "--host", "127.0.0.1", "--port",
                    str(port), "--model-path", str(model_path)]
+        if fresh_history_databases():
+            # Each configuration starts from an empty history database of its own, as a fresh install
+            # does, rather than from whatever earlier runs left in the repository's data/.
+            data_dir = TMP / "data" / name
+            shutil.rmtree(data_dir, ignore_errors=True)
+            env = {**env, "DATA_DIR": str(data_dir)}
         return ServerSpec(name, command, port, ready_path="/ready", env=env, cwd=REPO, describe=describe)
 
     specs = [hydrodiag("hydrodiag", {}, "hydrodiag serve (as shipped: settings from the environment)")]
@@ -266,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinning": {"client_cpu": client_cpu, "server_cpus": server_cpus, "tool": "taskset -c"},
         "model_path": str(args.model_path),
         "hydrodiag_env": {k: v for k, v in os.environ.items() if k in HYDRODIAG_ENV},
+        "fresh_history_databases": fresh_history_databases(),
         "plan": plan.__dict__,
         "notes": [],
         "servers": {},
