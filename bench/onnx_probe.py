@@ -1,0 +1,94 @@
+"""Would ONNX Runtime run hydrodiag's model faster than the TorchScript trace it serves with?
+
+Exports the default checkpoint's model with `torch.onnx.export` (the dynamo exporter, dynamic batch
+size), checks the ONNX Runtime outputs against the served model, and times one pass of each at
+several batch sizes on one thread. ONNX Runtime is not a dependency of hydrodiag; install it into
+the environment first:
+
+    .venv/bin/pip install onnxruntime onnxscript
+    .venv/bin/python -m bench.onnx_probe [--batches 1 4 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.gil_probe import _PlainSignature
+from hydrodiag.inference.collate import collate
+from hydrodiag.inference.manager import ModelManager, example_graphs
+from hydrodiag.inference.tracing import MODEL_OUTPUTS, _arguments
+from hydrodiag.settings import DEFAULT_MODEL_PATH
+
+INPUTS = ("series", "stats", "node_kind", "node_type", "edge_index", "edge_attr", "batch", "graph_ids")
+DYNAMIC_AXES = {"series": {0: "nodes"}, "stats": {0: "nodes"}, "node_kind": {0: "nodes"}, "node_type": {0: "nodes"},
+                "edge_index": {1: "edges"}, "edge_attr": {0: "edges"}, "batch": {0: "nodes"},
+                "graph_ids": {0: "graphs"}}
+
+
+def _median_ms(call: Callable[[], Any], repeats: int) -> float:
+    for _ in range(10):
+        call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 32])
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args(argv)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SystemExit("onnxruntime is not installed: .venv/bin/pip install onnxruntime onnxscript") from None
+    torch.set_num_threads(1)
+    served = ModelManager(capacity=1).load_model(args.model, device="cpu")
+    # The plain signature: an ONNX graph cannot name an output after an input, and ONNX Runtime takes
+    # no GIL inside its run anyway.
+    signature = _PlainSignature(served.module.eval()).eval()
+    example = _arguments(collate(example_graphs(served.checkpoint, 2)))
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "model.onnx"
+        started = time.perf_counter()
+        torch.onnx.export(signature, example, str(path), input_names=list(INPUTS), dynamic_axes=DYNAMIC_AXES,
+                          dynamo=True)
+        export_s = time.perf_counter() - started
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    print(f"export {export_s:.1f} s (torch.onnx.export, dynamo); onnxruntime {ort.__version__}, one thread")
+    print("| batch | traced ms | onnxruntime ms | speed-up | largest difference |")
+    print("|---|---|---|---|---|")
+    names = [i.name for i in session.get_inputs()]
+    for size in args.batches:
+        batch = collate(example_graphs(served.checkpoint, size))
+        tensors = dict(zip(INPUTS, _arguments(batch), strict=True))
+        feed = {name: tensors[name].numpy() for name in names}
+        with torch.inference_mode():
+            expected = served(batch)
+            traced_ms = _median_ms(lambda: served(batch), args.repeats)  # noqa: B023
+        onnx_ms = _median_ms(lambda: session.run(None, feed), args.repeats)  # noqa: B023
+        outputs = session.run(None, feed)[:MODEL_OUTPUTS]
+        difference = max(float(np.abs(outputs[0] - expected.component_health.numpy()).max()),
+                         float(np.abs(outputs[3] - expected.system_logits.numpy()).max()))
+        print(f"| {size} | {traced_ms:.2f} | {onnx_ms:.2f} | {traced_ms / onnx_ms:.2f}x | {difference:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
