@@ -4,10 +4,12 @@ retry after a real write failure, counted overflow, queries, and the trend survi
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pg import scratch_database
@@ -105,9 +107,20 @@ def test_rows_are_written_without_anyone_asking(tmp_path: Path) -> None:
 REFRESH_S = 0.5
 
 
-def test_workers_sharing_a_database_fit_trends_on_every_stored_point(database_url: str) -> None:
+def _eventually(condition: Any, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_workers_sharing_a_database_fit_trends_on_every_stored_point(database_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """WORKERS > 1: two processes (here two stores) predicting for the same machine each take in
-    the rows the other stored, once per refresh, without counting their own twice."""
+    the rows the other stored, in the background every refresh, without counting their own twice --
+    and a prediction for a machine already known never waits for the database."""
     first = HistoryDatabase(database_url, writer=FAST, cache_points=64, refresh_s=REFRESH_S)
     second = HistoryDatabase(database_url, writer=FAST, cache_points=64, refresh_s=REFRESH_S)
     first.open()
@@ -116,18 +129,29 @@ def test_workers_sharing_a_database_fit_trends_on_every_stored_point(database_ur
         for i in range(6):
             _append(first if i % 2 else second, "press-9", i, 0.9 - i * 0.01)
         assert first.flush(10) and second.flush(10)
-        time.sleep(REFRESH_S)
         for db in (first, second):
-            seconds, healths = db.trend_series("press-9", "v-test")
-            assert len(seconds) == 6
+            assert _eventually(lambda db=db: len(db.trend_series("press-9", "v-test")[0]) == 6)
+            healths = db.trend_series("press-9", "v-test")[1]
             assert sorted(healths.tolist()) == pytest.approx(sorted(0.9 - i * 0.01 for i in range(6)))
-        # Within a refresh interval the cache answers alone: no query per prediction.
+
+        connect = second.engine.connect
+        callers: list[str] = []
+
+        def recording_connect(*args: Any, **kwargs: Any) -> Any:
+            callers.append(threading.current_thread().name)
+            return connect(*args, **kwargs)
+
+        monkeypatch.setattr(second.engine, "connect", recording_connect)
+        time.sleep(1.5 * REFRESH_S)  # a refresh is due: still none on the request path
+        assert len(second.trend_series("press-9", "v-test")[0]) == 6
+        assert threading.current_thread().name not in callers  # only the refresh thread queried
+        monkeypatch.undo()
         _append(first, "press-9", 6, 0.8)
         assert first.flush(10)
-        assert len(second.trend_series("press-9", "v-test")[0]) == 6
-        time.sleep(REFRESH_S)
-        assert len(second.trend_series("press-9", "v-test")[0]) == 7
-        assert len(first.trend_series("press-9", "v-test")[0]) == 7
+        for db in (first, second):
+            assert _eventually(lambda db=db: len(db.trend_series("press-9", "v-test")[0]) == 7)
+        time.sleep(2 * REFRESH_S)  # later rounds add nothing twice
+        assert len(first.trend_series("press-9", "v-test")[0]) == len(second.trend_series("press-9", "v-test")[0]) == 7
     finally:
         first.close(10)
         second.close(10)

@@ -11,6 +11,7 @@ machine, so the trend survives a restart. Every SQLAlchemy failure leaves this m
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ CONNECT_TIMEOUT_S = 3
 READ_PAUSE_AFTER_FAILURE_S = 5.0
 # Uids of own rows remembered per machine until read back from the database (refresh_s > 0).
 OWN_UIDS_KEPT = 10_000
+# Rows other processes stored, read per query when taking them in (refresh_s > 0); more are read in
+# further queries of the same round.
+REFRESH_ROWS_PER_QUERY = 5_000
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,9 @@ class HistoryDatabase:
 
     def __init__(self, url: str, *, writer: WriterConfig | None = None, cache_points: int = 256,
                  cache_equipment: int = 10_000, refresh_s: float = 0.0) -> None:
-        """`refresh_s` > 0 (WORKERS > 1: other processes write the same machines' predictions): a
-        machine's cached points take in the rows other processes stored, at most that often."""
+        """`refresh_s` > 0 (WORKERS > 1: other processes write the same machines' predictions): every
+        `refresh_s`, a background thread takes the rows other processes stored into the cached points
+        of the machines this process knows (one query for all machines, off the request path)."""
         self.url = url
         self.display_url = safe_url(url)
         self.engine = create_db_engine(url)
@@ -131,8 +136,13 @@ class HistoryDatabase:
         self.schema_ready = False
         self._reads_paused_until = 0.0
         self.refresh_s = refresh_s
-        # equipment -> (when its cached points last took in stored rows, the highest row id taken in)
-        self._synced: dict[str, tuple[float, int]] = {}
+        # equipment -> the highest row id its cached points were seeded with (rows up to it are in)
+        self._synced: dict[str, int] = {}
+        self._seen_id: int | None = None  # the highest row id taken in (refresh_s > 0; None: not read yet)
+        self._refresher: threading.Thread | None = None
+        self._stop_refreshing = threading.Event()
+        # `_own` and `_synced` are changed by the request path and by the refresh thread.
+        self._shared = threading.Lock()
         # equipment -> uids of the rows this process appended and has not yet read back (ordered set)
         self._own: dict[str, dict[str, None]] = {}
 
@@ -146,6 +156,12 @@ class HistoryDatabase:
             raise self._unavailable("migrating the schema", exc) from None
         self.schema_ready = True
         self.writer.start()
+        if self.refresh_s and self._refresher is None:
+            # Rows stored before now reach the cache with the first-sight seed of their machine.
+            self._seen_id = self._highest_id()
+            self._refresher = threading.Thread(target=self._refresh_every_interval, daemon=True,
+                                               name="hydrodiag-history-refresh")
+            self._refresher.start()
         logger.info("history database ready: %s", self.display_url)
 
     def flush(self, timeout_s: float) -> bool:
@@ -153,6 +169,9 @@ class HistoryDatabase:
 
     def close(self, timeout_s: float = 30.0) -> bool:
         """Write every buffered row (retrying up to `timeout_s`), then release connections."""
+        self._stop_refreshing.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout_s)
         complete = self.writer.close(timeout_s) if self.schema_ready else self.writer.size == 0
         if not self.schema_ready and self.writer.size:
             logger.error("history database never became reachable; %d row(s) not written", self.writer.size)
@@ -179,10 +198,11 @@ class HistoryDatabase:
         self.cache.add(equipment_id, point)
         uid = uuid.uuid4().hex
         if self.refresh_s:
-            own = self._own.setdefault(equipment_id, {})
-            own[uid] = None
-            if len(own) > OWN_UIDS_KEPT:  # rows that never came back (database down): forget the oldest
-                del own[next(iter(own))]
+            with self._shared:
+                own = self._own.setdefault(equipment_id, {})
+                own[uid] = None
+                if len(own) > OWN_UIDS_KEPT:  # rows that never came back (database down): forget the oldest
+                    del own[next(iter(own))]
         self.writer.put({
             "uid": uid, "equipment_id": equipment_id, "timestamp": point.timestamp,
             "model_version": model_version, "topology_id": topology_id, "system_health": point.system_health,
@@ -206,8 +226,6 @@ class HistoryDatabase:
         trend starts from what this process sees (logged) rather than failing the prediction.
         """
         if self.cache.contains(equipment_id):
-            if self.refresh_s:
-                self._take_in_others(equipment_id)
             return
         points: list[HealthPoint] = []
         if self._readable():
@@ -217,37 +235,65 @@ class HistoryDatabase:
                 with self.engine.connect() as conn:
                     rows = conn.execute(query).mappings().all()
                 points = [_point(row) for row in reversed(rows)]
-                self._synced[equipment_id] = (time.monotonic(), max((row["id"] for row in rows), default=0))
+                with self._shared:
+                    self._synced[equipment_id] = max((row["id"] for row in rows), default=0)
             except SQLAlchemyError as exc:
                 self._read_failed(f"history of {equipment_id} not read; its trend starts from new points", exc)
         self.cache.seed(equipment_id, points)
 
-    def _take_in_others(self, equipment_id: str) -> None:
-        """Add to a machine's cached points the rows other processes stored since it last looked
-        (one indexed query, at most every `refresh_s`); rows this process appended itself are in
-        the cache already and are skipped."""
-        now = time.monotonic()
-        last, since = self._synced.get(equipment_id, (0.0, 0))
-        if now - last < self.refresh_s or not self._readable():
-            return
-        query = (select(predictions).where(predictions.c.equipment_id == equipment_id, predictions.c.id > since)
-                 .order_by(predictions.c.id).limit(self.cache_points))
+    def _highest_id(self) -> int | None:
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(query).mappings().all()
+                return int(conn.execute(select(func.max(predictions.c.id))).scalar() or 0)
         except SQLAlchemyError as exc:
-            self._read_failed(f"rows of {equipment_id} stored by other workers not read", exc)
-            return
-        own = self._own.get(equipment_id, {})
-        for row in rows:
-            if row["uid"] in own:
-                del own[row["uid"]]
-                continue
-            self.cache.add(equipment_id, _point(row))
-        self._synced[equipment_id] = (now, max((row["id"] for row in rows), default=since))
-        if len(self._synced) > 2 * self.cache.max_equipment:  # machines the cache has forgotten
-            self._synced = {k: v for k, v in self._synced.items() if self.cache.contains(k)}
-            self._own = {k: v for k, v in self._own.items() if k in self._synced}
+            self._read_failed("the newest stored row not read (retried at the next refresh)", exc)
+            return None
+
+    def _refresh_every_interval(self) -> None:
+        while not self._stop_refreshing.wait(self.refresh_s):
+            try:
+                self.take_in_others()
+            except Exception:  # a trend a second late is better than no trend from other workers
+                logger.exception("taking in the rows of other workers failed")
+
+    def take_in_others(self) -> int:
+        """Add to the cached points of the machines this process knows the rows other processes
+        stored since the last call: one indexed query for all machines (more for a backlog), run by
+        the refresh thread every `refresh_s`. Rows this process appended are in the cache already and
+        are skipped; so are rows of machines the cache does not hold (their first-sight seed reads
+        them). Returns the number of points added."""
+        added = 0
+        if self._seen_id is None and self._readable():
+            self._seen_id = self._highest_id()
+        while self._seen_id is not None and self._readable():
+            query = (select(predictions).where(predictions.c.id > self._seen_id)
+                     .order_by(predictions.c.id).limit(REFRESH_ROWS_PER_QUERY))
+            try:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(query).mappings().all()
+            except SQLAlchemyError as exc:
+                self._read_failed("rows stored by other workers not read", exc)
+                break
+            for row in rows:
+                equipment_id = row["equipment_id"]
+                with self._shared:
+                    own = self._own.get(equipment_id, {})
+                    mine = row["uid"] in own
+                    if mine:  # read back: no longer needs remembering
+                        del own[row["uid"]]
+                    seeded_up_to = self._synced.get(equipment_id, 0)
+                if not mine and row["id"] > seeded_up_to and self.cache.contains(equipment_id):
+                    self.cache.add(equipment_id, _point(row))
+                    added += 1
+            if rows:
+                self._seen_id = rows[-1]["id"]
+            if len(rows) < REFRESH_ROWS_PER_QUERY:
+                break
+        with self._shared:
+            if len(self._synced) > 2 * self.cache.max_equipment:  # machines the cache has forgotten
+                self._synced = {k: v for k, v in self._synced.items() if self.cache.contains(k)}
+                self._own = {k: v for k, v in self._own.items() if k in self._synced}
+        return added
 
     def _readable(self) -> bool:
         healthy = self.writer.last_error is None and time.monotonic() >= self._reads_paused_until
