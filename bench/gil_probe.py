@@ -23,26 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, example_graphs
 from hydrodiag.inference.tracing import _arguments, _TensorSignature
-from hydrodiag.model.gnn import UniversalTemporalGNN
 from hydrodiag.settings import DEFAULT_MODEL_PATH
-
-
-class _PlainSignature(nn.Module):
-    """The traced signature without the inputs in its outputs: what `tracing.py` avoids."""
-
-    def __init__(self, model: UniversalTemporalGNN) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, series: Tensor, stats: Tensor, node_kind: Tensor, node_type: Tensor, edge_index: Tensor,
-                edge_attr: Tensor, batch: Tensor, graph_ids: Tensor) -> tuple[Tensor, ...]:
-        out = self.model(series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids.size(0))
-        return out.component_health, out.component_logits, out.system_health, out.system_logits, out.component_batch
 
 
 def _median_ms(call: Callable[[], Any], repeats: int) -> float:
@@ -88,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     model = served.module.eval()
     example = _arguments(collate(example_graphs(served.checkpoint, 2)))
     batch = _arguments(collate(example_graphs(served.checkpoint, args.batch)))
-    signatures = {"shipped (inputs handed back)": _TensorSignature(model), "plain (inputs released)":
-                  _PlainSignature(model)}
+    signatures = {"shipped (inputs handed back)": _TensorSignature(model),
+                  "plain (inputs released)": _TensorSignature(model, hand_back_inputs=False)}
     print(f"batch of {args.batch} example graphs, {args.repeats} passes each, median ms per pass")
     columns = " | ".join(f"beside a busy thread, switch {s:g} ms" for s in args.switch_ms)
     print(f"| signature | alone | {columns} |")

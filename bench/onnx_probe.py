@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.gil_probe import _PlainSignature
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, example_graphs
-from hydrodiag.inference.tracing import MODEL_OUTPUTS, _arguments
+from hydrodiag.inference.tracing import MODEL_OUTPUTS, _arguments, _TensorSignature
 from hydrodiag.settings import DEFAULT_MODEL_PATH
 
 INPUTS = ("series", "stats", "node_kind", "node_type", "edge_index", "edge_attr", "batch", "graph_ids")
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     served = ModelManager(capacity=1).load_model(args.model, device="cpu")
     # The plain signature: an ONNX graph cannot name an output after an input, and ONNX Runtime takes
     # no GIL inside its run anyway.
-    signature = _PlainSignature(served.module.eval()).eval()
+    signature = _TensorSignature(served.module.eval(), hand_back_inputs=False).eval()
     example = _arguments(collate(example_graphs(served.checkpoint, 2)))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

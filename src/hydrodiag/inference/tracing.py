@@ -47,17 +47,22 @@ MODEL_OUTPUTS = 5
 
 class _TensorSignature(nn.Module):
     """The model with only tensor inputs and a tuple output, which is what a trace can record; the
-    inputs come back after the model's outputs, so that none is released inside the GIL-free call."""
+    inputs come back after the model's outputs, so that none is released inside the GIL-free call.
+    (`hand_back_inputs=False` only for comparisons: bench/gil_probe.py, bench/onnx_probe.py.)"""
 
-    def __init__(self, model: UniversalTemporalGNN) -> None:
+    def __init__(self, model: UniversalTemporalGNN, hand_back_inputs: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.hand_back_inputs = hand_back_inputs
 
     def forward(self, series: Tensor, stats: Tensor, node_kind: Tensor, node_type: Tensor, edge_index: Tensor,
                 edge_attr: Tensor, batch: Tensor, graph_ids: Tensor) -> tuple[Tensor, ...]:
         out = self.model(series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids.size(0))
-        return (out.component_health, out.component_logits, out.system_health, out.system_logits,
-                out.component_batch, series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids)
+        outputs = (out.component_health, out.component_logits, out.system_health, out.system_logits,
+                   out.component_batch)
+        if not self.hand_back_inputs:
+            return outputs
+        return (*outputs, series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids)
 
 
 def _arguments(batch: Any, graph_ids: Tensor | None = None) -> tuple[Tensor, ...]:
