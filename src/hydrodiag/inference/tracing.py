@@ -10,11 +10,12 @@ core each.
 One more thing takes the GIL inside that call: a tensor made in Python (every input is) is released
 by the interpreter after its last use, and when that leaves Python the only owner, PyTorch hands the
 ownership back to its Python object -- which needs the GIL (`c10::TensorImpl::decref_pyobject`). With
-8 inputs that was 8 waits of up to a switch interval each, per pass: a batch of 8 took 5.7 ms alone,
-and 55 ms beside a busy Python thread at a 5 ms switch interval. The traced signature therefore
+8 inputs that was 8 waits of up to a switch interval each, per pass. The traced signature therefore
 returns its inputs as well: they stay on the interpreter's stack until the call is back in Python
-(GIL held), and the same pass beside the same thread took 11.7 ms, i.e. the one wait for the GIL on
-return (`python -m bench.gil_probe` measures both on this machine).
+(GIL held), leaving the one wait for the GIL on return. `python -m bench.gil_probe` measures both on
+this machine; on 2 cores, a batch of 8 took 6.9 ms alone, and beside a busy Python thread 48.9 ms
+with the inputs released inside the call against 12.4 ms handed back (5 ms switch interval), 14.8
+against 8.1 ms at the server's 1 ms.
 
 A trace records the operations one example took. Everything this model does is a tensor operation
 whose shapes follow the inputs, except the number of graphs, which the model takes as a Python
