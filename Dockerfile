@@ -20,11 +20,12 @@ RUN python -m venv /opt/venv \
  && pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX}"
 
 WORKDIR /src
-# Dependencies in their own layer, keyed on pyproject.toml alone, so a code change rebuilds in seconds.
-COPY pyproject.toml ./
+# Dependencies in their own layer, keyed on pyproject.toml and constraints.txt alone, so a code change
+# rebuilds in seconds; constraints.txt gives the image the versions make setup installs and make bench measured.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt
+ && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
 
 # A regular (non-editable) install: the code, topology templates and migrations live in the venv.
 COPY README.md ./

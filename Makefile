@@ -4,17 +4,24 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/uci_hydraulic_1hz
 
-.PHONY: setup run test lint train evaluate bench bench-one-core bench-smoke clean
+.PHONY: setup lock run test lint train evaluate bench bench-one-core bench-smoke clean
 
 setup: $(VENV)/.installed
 
 # torch is pinned first so pip takes the CPU build on this machine's disk, never a CUDA download.
-$(VENV)/.installed: pyproject.toml
+# constraints.txt fixes every other package's version (memory and speed depend on them).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# After an upgrade (pip install -U ... in .venv): write the venv's versions back to constraints.txt,
+# keeping its header; re-run make test and make bench before committing it.
+lock: setup
+	{ grep '^#' constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/+cpu$$//' | sort -f; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 run: setup
 	$(BIN)/hydrodiag serve

@@ -266,6 +266,57 @@ def test_torch_is_installed_first_from_the_chosen_index_at_the_pinned_version() 
     assert app_service()["build"]["args"]["TORCH_INDEX"] == torch_index
 
 
+def constraint_pins() -> dict[str, str]:
+    """Package name (normalised as pip does) -> pinned version, from constraints.txt."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt pins exact versions only: {line}"
+            pins[normalised(name)] = version.strip()
+    return pins
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared_dependencies() -> list[str]:
+    """Names of pyproject's runtime and dev dependencies, without versions or extras."""
+    specs = [*PYPROJECT["project"]["dependencies"], *PYPROJECT["project"]["optional-dependencies"]["dev"]]
+    return [normalised(re.match(r"[A-Za-z0-9_.-]+", spec).group(0)) for spec in specs]  # type: ignore[union-attr]
+
+
+def test_constraints_pin_every_declared_dependency_and_torch_at_pyprojects_pin() -> None:
+    pins = constraint_pins()
+    unpinned = [name for name in declared_dependencies() if name not in pins]
+    assert not unpinned, f"add them with `make lock`: {unpinned}"
+    (torch_pin,) = [dep for dep in PYPROJECT["project"]["dependencies"] if dep.startswith("torch==")]
+    assert pins["torch"] == torch_pin.removeprefix("torch==")
+
+
+def test_make_setup_and_the_image_install_under_the_constraints() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "pip install -q -c constraints.txt -e '.[dev]'" in makefile
+    assert any("constraints.txt" in sources for sources, _ in copies_from_context())
+    builder_runs = args_of(dockerfile_stages()[0], "RUN")
+    (requirements_install,) = [run for run in builder_runs if "-r /tmp/requirements.txt" in run]
+    assert "-c constraints.txt" in requirements_install
+
+
+def test_this_environment_runs_the_constrained_versions() -> None:
+    """Tests (and make bench) measure the locked versions: after an upgrade, `make lock` records it."""
+    from importlib.metadata import version
+
+    pins = constraint_pins()
+    drifted = {
+        name: (version(name).split("+")[0], pins[name])
+        for name in declared_dependencies()
+        if version(name).split("+")[0] != pins[name]
+    }
+    assert not drifted, f"installed vs constraints.txt: {drifted}; run `make setup` or `make lock`"
+
+
 def test_model_path_is_the_shipped_checkpoint_the_image_copies() -> None:
     model_path = runtime_env()["MODEL_PATH"]
     (sources,) = [src for src, dest in copies_from_context() if dest == model_path]

@@ -2,7 +2,9 @@
 
 torch is installed first and pinned to 2.13.0: that is the CPU build lying on this machine's disk;
 any looser pin would download gigabytes of CUDA wheels. The repository is installed editable so
-the competitors load the checkpoint and build graphs with exactly hydrodiag's code.
+the competitors load the checkpoint and build graphs with exactly hydrodiag's code, under the
+repository's constraints.txt, so the packages they share with hydrodiag (FastAPI, uvicorn, pydantic,
+numpy) are the same versions in every server of a run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 ENVS_DIR = REPO / "bench" / ".envs"
 TORCH_PIN = "torch==2.13.0"
+CONSTRAINTS = REPO / "constraints.txt"
 INSTALL_TIMEOUT_S = 900
 
 
@@ -34,7 +37,7 @@ class EnvSpec:
         return self.path / "bin" / "python"
 
     def fingerprint(self) -> str:
-        text = json.dumps([TORCH_PIN, list(self.packages), str(REPO)])
+        text = json.dumps([TORCH_PIN, list(self.packages), str(REPO), CONSTRAINTS.read_text(encoding="utf-8")])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -62,7 +65,7 @@ def ensure_env(spec: EnvSpec, log=print) -> Path:  # type: ignore[no-untyped-def
     if not spec.python.exists():
         subprocess.run(["python3", "-m", "venv", str(spec.path)], check=True, timeout=120)
     _pip(spec.python, TORCH_PIN, log=pip_log)
-    _pip(spec.python, *spec.packages, "-e", str(REPO), TORCH_PIN, log=pip_log)
+    _pip(spec.python, "-c", str(CONSTRAINTS), *spec.packages, "-e", str(REPO), TORCH_PIN, log=pip_log)
     marker.write_text(spec.fingerprint())
     log(f"{spec.name} env ready in {time.monotonic() - started:.0f}s (pip log: {pip_log})")
     return spec.python
