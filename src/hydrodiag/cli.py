@@ -6,11 +6,25 @@ Each command only parses options and calls into the layer that owns the work.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 app = typer.Typer(help="hydrodiag: diagnose hydraulic machines with a temporal graph neural network.",
                   no_args_is_help=True, add_completion=False)
+
+
+# Options of the training recipe, shared by `train` and `evaluate` (and `ceiling` for --data).
+UciData = Annotated[Path, typer.Option("--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz).")]
+Epochs = Annotated[int, typer.Option(min=1, help="Training epochs (of every fold model, in evaluate).")]
+SimulatedPool = Annotated[int, typer.Option(min=0, help="Distinct simulated windows per topology over the whole "
+                                            "training; each epoch takes the next --simulated-windows of them "
+                                            "(0 = the same windows in every epoch).")]
+AverageLast = Annotated[float, typer.Option(min=0.0, max=1.0,
+                                            help="Average the weights of this share of the last epochs (SWA).")]
+SensorDropout = Annotated[float, typer.Option(min=0.0, max=0.9,
+                                              help="Share of sensors hidden from each training sample.")]
+RawTiming = Annotated[bool, typer.Option(help="Also read each window at full time resolution (model option).")]
 
 
 def checked_pool(pool: int, windows: int) -> int:
@@ -35,25 +49,21 @@ def serve(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
+    data: UciData,
     out: Path = typer.Option(Path("models/default.ckpt"), "--out", help="Checkpoint file to write."),
-    epochs: int = typer.Option(80, min=1, help="Training epochs."),
+    epochs: Epochs = 80,
     seed: int = typer.Option(0, help="Seed for weights, shuffling and simulation."),
     exclude: Path | None = typer.Option(None, "--exclude", help="File of cycle indices training never sees."),
     simulated_windows: int = typer.Option(100, min=0, help="Simulated windows per excavator/press/crane."),
-    simulated_pool: int = typer.Option(0, min=0, help="Distinct simulated windows per topology over the whole "
-                                       "training; each epoch takes the next --simulated-windows of them "
-                                       "(0 = the same windows in every epoch)."),
+    simulated_pool: SimulatedPool = 0,
     holdout_topology: str | None = typer.Option(None, help="Simulated topology kept out of training."),
     model_version: str = typer.Option("1.0.0", help="Semantic version stored in the checkpoint."),
     metrics: Path | None = typer.Option(None, help="Evaluation report JSON whose summary goes into the checkpoint."),
     limit_cycles: int = typer.Option(0, min=0, help="Use only the first N UCI cycles (smoke runs)."),
     threads: int = typer.Option(0, min=0, help="Torch threads for training (0 = torch's choice)."),
-    average_last: float = typer.Option(0.0, min=0.0, max=1.0,
-                                       help="Average the weights of this share of the last epochs (SWA)."),
-    sensor_dropout: float = typer.Option(0.0, min=0.0, max=0.9,
-                                         help="Share of sensors hidden from each training sample."),
-    raw_timing: bool = typer.Option(False, help="Also read each window at full time resolution (model option)."),
+    average_last: AverageLast = 0.0,
+    sensor_dropout: SensorDropout = 0.0,
+    raw_timing: RawTiming = False,
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import run_training
@@ -67,14 +77,12 @@ def train(
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
+    data: UciData,
     out: Path = typer.Option(Path("docs/evaluation"), "--out", help="Folder for REPORT.md, report.json, plots."),
-    epochs: int = typer.Option(80, min=1, help="Training epochs of every fold model."),
+    epochs: Epochs = 80,
     seed: int = typer.Option(0, help="Seed for folds, weights and simulation."),
     simulated_windows: int = typer.Option(100, min=0, help="Simulated windows per training topology."),
-    simulated_pool: int = typer.Option(0, min=0, help="Distinct simulated windows per topology over the whole "
-                                       "training; each epoch takes the next --simulated-windows of them "
-                                       "(0 = the same windows in every epoch)."),
+    simulated_pool: SimulatedPool = 0,
     holdout_topology: str | None = typer.Option("crane", help="Simulated topology held out for the universality test."),
     max_folds: int | None = typer.Option(None, min=1, help="Only the first N folds of each split (smoke runs)."),
     splits: str = typer.Option("combination_heldout_5fold,shuffled_10fold", help="Comma-separated splits."),
@@ -82,11 +90,9 @@ def evaluate(
     attach_to: Path | None = typer.Option(None, help="Checkpoint trained by the same recipe: store the summary in it."),
     merge: bool = typer.Option(False, help="Keep the other splits of an existing report in --out."),
     universality: bool = typer.Option(True, help="Also train and test against the held-out simulated topology."),
-    average_last: float = typer.Option(0.0, min=0.0, max=1.0,
-                                       help="Average the weights of this share of the last epochs (SWA)."),
-    sensor_dropout: float = typer.Option(0.0, min=0.0, max=0.9,
-                                         help="Share of sensors hidden from each training sample."),
-    raw_timing: bool = typer.Option(False, help="Also read each window at full time resolution (model option)."),
+    average_last: AverageLast = 0.0,
+    sensor_dropout: SensorDropout = 0.0,
+    raw_timing: RawTiming = False,
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
@@ -101,7 +107,7 @@ def evaluate(
 
 @app.command()
 def ceiling(
-    data: Path = typer.Option(..., "--data", help="UCI data folder (../shared/data/uci_hydraulic_1hz)."),
+    data: UciData,
     split: str = typer.Option("combination_heldout_5fold", help="Split of `evaluate` to score on."),
     targets: str = typer.Option("cooler,valve,pump,accumulator", help="Comma-separated UCI targets."),
     seed: int = typer.Option(0, help="Seed for folds and trees."),
