@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/uci_hydraulic_1hz
 
-.PHONY: setup lock run test lint train evaluate bench bench-one-core bench-smoke clean
+.PHONY: setup lock run test lint train evaluate bench bench-one-core bench-smoke cuda-check clean
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ bench-one-core: setup
 # Seconds-long harness check for CI: one level, no competitors, writes bench/results/tmp/smoke.json only.
 bench-smoke: setup
 	$(BIN)/python -m bench.run --smoke --data $(DATA) --out-json bench/results/tmp/smoke.json $(BENCH_ARGS)
+
+# On a GPU host (a CUDA build of torch in .venv): tests/test_cuda.py and the model-only benchmark on the
+# GPU; writes bench/results/tmp/cuda/. CI has no GPU and skips those tests.
+cuda-check: setup
+	PYTHON=$(BIN)/python bench/cuda_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

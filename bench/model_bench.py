@@ -29,15 +29,21 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
-def load_and_warmup(model_path: Path, warmup_batch: int) -> tuple[dict[str, Any], Any]:
+def load_and_warmup(
+    model_path: Path, warmup_batch: int, device: str = "cpu", use_compile: bool = False
+) -> tuple[dict[str, Any], Any]:
     """Times ModelManager.load_model and ModelManager.warmup on a fresh manager."""
     from hydrodiag.inference import ModelManager
 
     manager = ModelManager(capacity=1)
-    load_s, served = _timed(lambda: manager.load_model(model_path, device="cpu"))
+    load_s, served = _timed(lambda: manager.load_model(model_path, device=device, use_compile=use_compile))
     warmup_s = manager.warmup(model_path, batch_size=warmup_batch)
     info = {
-        "api": f"ModelManager.load_model(device='cpu') / warmup(batch_size={warmup_batch})",
+        "api": f"ModelManager.load_model(device={device!r}, use_compile={use_compile}) / "
+               f"warmup(batch_size={warmup_batch})",
+        "device": str(served.device),
+        "traced": served.traced,
+        "compiled": served.compiled,
         "load_s": round(load_s, 4),
         "warmup_s": round(warmup_s, 4),
         "num_parameters": served.num_parameters(),
@@ -74,11 +80,16 @@ class Pipeline:
         return [self.preprocessor.prepare(r, self.served.checkpoint).graph for r in requests]
 
     def run(self, graphs: list[Any]) -> dict[str, float]:
+        on_gpu = self.served.device.type == "cuda"
         t0 = time.perf_counter()
         batch = self.collate(graphs)
+        if on_gpu:  # as the engine's forward stage does: pinned host memory, asynchronous copy
+            batch = batch.pin_memory().to(self.served.device, non_blocking=True)
         t1 = time.perf_counter()
         with torch.inference_mode():
             output = self.served(batch)
+            if on_gpu:  # kernels run asynchronously: the forward pass ends when the device is done
+                torch.cuda.synchronize(self.served.device)
             t2 = time.perf_counter()
             self.split(output, len(graphs), self.served.model_version)
         t3 = time.perf_counter()
@@ -130,9 +141,11 @@ def run(
     threads: list[int],
     min_time_s: float,
     warmup_batch: int,
+    device: str = "cpu",
+    use_compile: bool = False,
 ) -> dict[str, Any]:
     torch.set_num_threads(min(threads))  # like the server: one core for the model
-    load, served = load_and_warmup(model_path, warmup_batch)
+    load, served = load_and_warmup(model_path, warmup_batch, device, use_compile)
     pipeline = Pipeline(served)
     results: dict[str, Any] = {"load": load, "path": pipeline.kind, "runs": []}
     first = next(iter(bodies))
@@ -165,6 +178,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="torch intra-op thread counts to run, e.g. 1,2")
     parser.add_argument("--min-time", type=float, default=1.5, help="seconds per batch size")
     parser.add_argument("--warmup-batch", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (make bench measures cpu)")
+    parser.add_argument("--compile", action="store_true", help="serve with torch.compile instead of the trace")
     args = parser.parse_args()
     bodies = {}
     for path in args.bodies:
@@ -177,6 +192,8 @@ def main() -> None:
         [int(t) for t in args.threads.split(",")],
         args.min_time,
         args.warmup_batch,
+        args.device,
+        args.compile,
     )
     result["torch"] = torch.__version__
     print(MARKER + json.dumps(result), flush=True)
