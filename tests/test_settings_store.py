@@ -37,6 +37,9 @@ def test_keys_cors_and_limits_are_validated() -> None:
     with pytest.raises(SettingsError, match="RATE_LIMIT_PER_MINUTE"):
         load_settings(rate_limit_per_minute=-1)
     assert load_settings(model_path=Path("/m/x.ckpt")).resolved_model_dir == Path("/m")
+    assert load_settings(device="cuda:1").device == "cuda:1"  # a host with several GPUs picks one
+    with pytest.raises(SettingsError, match="DEVICE"):
+        load_settings(device="gpu")
 
 
 def test_readme_documents_every_environment_variable() -> None:

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     # Model
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="Checkpoint served at start.")
     model_dir: Path | None = Field(None, description="Versions listed by GET /models; default: MODEL_PATH's folder.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto (the first CUDA device when there is one), cpu, cuda or cuda:<index>.")
     use_compile: bool = False
     compile_mode: str = "reduce-overhead"
     jit_trace: bool = Field(True, description="Run the forward pass as a TorchScript trace, made and checked against "
