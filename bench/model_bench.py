@@ -61,7 +61,7 @@ class Pipeline:
     )
 
     def __init__(self, served: Any) -> None:
-        from hydrodiag.inference.collate import collate
+        from hydrodiag.inference.collate import collate, on_device
         from hydrodiag.inference.postprocess import split_output
         from hydrodiag.inference.preprocess import InputLimits, Preprocessor
         from hydrodiag.inference.schemas import PredictionRequest
@@ -72,6 +72,7 @@ class Pipeline:
         self.request_cls = PredictionRequest
         self.split = split_output
         self.collate = collate
+        self.on_device = on_device
 
     def parse(self, bodies: list[dict[str, Any]]) -> list[Any]:
         return [self.request_cls.model_validate(b) for b in bodies]
@@ -82,9 +83,7 @@ class Pipeline:
     def run(self, graphs: list[Any]) -> dict[str, float]:
         on_gpu = self.served.device.type == "cuda"
         t0 = time.perf_counter()
-        batch = self.collate(graphs)
-        if on_gpu:  # as the engine's forward stage does: pinned host memory, asynchronous copy
-            batch = batch.pin_memory().to(self.served.device, non_blocking=True)
+        batch = self.on_device(self.collate(graphs), self.served.device, pin_memory=True)  # as the engine does
         t1 = time.perf_counter()
         with torch.inference_mode():
             output = self.served(batch)

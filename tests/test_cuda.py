@@ -19,7 +19,7 @@ import torch
 from conftest import engine_settings, start_server, stop_server
 
 from hydrodiag.inference import InferenceEngine, ModelManager, PredictionRequest
-from hydrodiag.inference.collate import collate
+from hydrodiag.inference.collate import collate, on_device
 from hydrodiag.inference.manager import ServedModel, resolve_device
 from hydrodiag.inference.postprocess import GraphOutput, split_output
 from hydrodiag.inference.preprocess import InputLimits, Preprocessor
@@ -55,9 +55,7 @@ def bodies() -> list[dict[str, object]]:
 def outputs_of(served: ServedModel, bodies: list[dict[str, object]], pin: bool) -> list[GraphOutput]:
     preprocessor = Preprocessor(TopologyRegistry(), InputLimits(100_000, 256))
     graphs = [preprocessor.prepare(PredictionRequest.model_validate(b), served.checkpoint).graph for b in bodies]
-    batch = collate(graphs)
-    if served.device.type == "cuda":
-        batch = (batch.pin_memory() if pin else batch).to(served.device, non_blocking=pin)
+    batch = on_device(collate(graphs), served.device, pin_memory=pin)
     with torch.inference_mode():
         return split_output(served(batch), len(graphs), served.model_version)
 

@@ -309,11 +309,8 @@ def test_this_environment_runs_the_constrained_versions() -> None:
     from importlib.metadata import version
 
     pins = constraint_pins()
-    drifted = {
-        name: (version(name).split("+")[0], pins[name])
-        for name in declared_dependencies()
-        if version(name).split("+")[0] != pins[name]
-    }
+    installed = {name: version(name).split("+")[0] for name in declared_dependencies()}
+    drifted = {name: (have, pins[name]) for name, have in installed.items() if have != pins[name]}
     assert not drifted, f"installed vs constraints.txt: {drifted}; run `make setup` or `make lock`"
 
 

@@ -47,6 +47,14 @@ class GraphBatch:
                                 for f in fields(self) if f.name != "num_graphs"})
 
 
+def on_device(batch: GraphBatch | Any, device: torch.device, pin_memory: bool) -> GraphBatch | Any:
+    """`batch` (a GraphBatch or torch_geometric Batch) where the model is: unchanged off CUDA; on a GPU
+    copied asynchronously, from pinned host memory when `pin_memory`."""
+    if device.type != "cuda":
+        return batch
+    return (batch.pin_memory() if pin_memory else batch).to(device, non_blocking=True)
+
+
 def _plain(graph: Any) -> bool:
     return type(graph) is EncodedGraph or (type(graph) is Data and graph._store._mapping.keys() == GRAPH_KEYS)
 

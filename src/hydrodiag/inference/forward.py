@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from hydrodiag.inference.collate import collate
+from hydrodiag.inference.collate import collate, on_device
 from hydrodiag.inference.manager import ServedModel
 from hydrodiag.inference.postprocess import GraphOutput, split_output
 from hydrodiag.inference.preprocess import PreparedGraph
@@ -57,11 +57,7 @@ class ForwardStages:
         groups = []
         for indices in positions.values():
             served = jobs[indices[0]].served
-            batch = collate([jobs[i].prepared.graph for i in indices])
-            if served.device.type == "cuda":
-                if self.pin_memory:
-                    batch = batch.pin_memory()
-                batch = batch.to(served.device, non_blocking=True)
+            batch = on_device(collate([jobs[i].prepared.graph for i in indices]), served.device, self.pin_memory)
             groups.append(_Group(served, indices, batch))
         return groups
 
