@@ -1,5 +1,6 @@
 """The server entry point: configuration errors stop it with one line and status 2; a checkpoint
-that fails while loading leaves a running but unready server that says why."""
+that fails while loading leaves a running but unready server that says why; its working threads
+carry their names where `top -H` and `ps -L` look."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
-from conftest import server_env, start_server, stop_server
+from conftest import RunningServer, UciCycles, server_env, start_server, stop_server
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -65,3 +67,13 @@ def test_checkpoint_failing_at_load_is_reported_not_served(model_path: Path, tmp
             assert refused.status_code == 503 and refused.headers["retry-after"]
     finally:
         stop_server(server)
+
+
+def test_working_threads_are_named_for_the_operating_system(server: RunningServer, client: httpx.Client,
+                                                            uci: UciCycles) -> None:
+    assert client.post("/predict", json=uci.request("nominal", "thread-names")).status_code == 200
+    tasks = Path(f"/proc/{server.process.pid}/task")
+    if not tasks.is_dir():
+        pytest.skip("no /proc task list on this platform: thread names are set on Linux only")
+    names = {(task / "comm").read_text().strip() for task in tasks.iterdir()}
+    assert {"forward_0", "history-writer"} <= names, names

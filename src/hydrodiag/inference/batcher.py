@@ -35,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from hydrodiag.errors import EngineClosedError, QueueFullError
+from hydrodiag.os_threads import name_os_thread
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class DynamicBatcher(Generic[T, R]):
         self.max_queue_size = max_queue_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.merge_submissions = merge_submissions
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name,
+                                            initializer=name_os_thread)
         self._queue: deque[_Entry[T, R]] = deque()
         self._groups = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from hydrodiag.errors import ConflictError, StorageUnavailableError
+from hydrodiag.os_threads import name_os_thread
 from hydrodiag.store.history import HealthPoint, InMemoryHistoryStore
 from hydrodiag.store.tables import equipment, predictions, topologies
 from hydrodiag.store.writer import BufferedWriter, Row
@@ -250,6 +251,7 @@ class HistoryDatabase:
             return None
 
     def _refresh_every_interval(self) -> None:
+        name_os_thread()
         while not self._stop_refreshing.wait(self.refresh_s):
             try:
                 self.take_in_others()

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from hydrodiag.os_threads import name_os_thread
+
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
@@ -139,6 +141,7 @@ class BufferedWriter:
             return list(islice(self._rows, self.batch_size))
 
     def _run(self) -> None:
+        name_os_thread()
         backoff = 0.0
         while True:
             batch = self._next_batch()
