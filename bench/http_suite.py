@@ -31,6 +31,20 @@ def saturation(levels: dict[str, Any]) -> float:
     return max((run["ok_rps"] for run in levels.values()), default=0.0)
 
 
+def cpu_per_request(before: dict[str, float], after: dict[str, float], run: dict[str, Any]) -> dict[str, Any]:
+    """The server's CPU per answered request during one run, in microseconds by thread and in total,
+    and how many cores it kept busy on average: what a level costs, beside what it achieved."""
+    answered = run["requests"] - run["non_2xx"] - run["errors"]["timeout"]
+    used = {label: after[label] - before.get(label, 0.0) for label in after}
+    if answered <= 0 or not used or run["duration_s"] <= 0:
+        return {}
+    return {
+        "us_per_request": {label: round(1e6 * s / answered, 1) for label, s in sorted(used.items()) if s > 0},
+        "total_us_per_request": round(1e6 * sum(used.values()) / answered, 1),
+        "cores_busy": round(sum(used.values()) / run["duration_s"], 2),
+    }
+
+
 def check_answer(server: Server, single_bodies: Path, path: str = "/predict") -> dict[str, Any]:
     """POST one body and check the answer is a 200 with a health score (the servers really infer)."""
     body = single_bodies.read_bytes().splitlines()[0]
@@ -82,9 +96,11 @@ def measure_all(
         shift = i % len(servers)
         for server in servers[shift:] + servers[:shift]:
             with server.active():
+                before = server.thread_cpu_s()
                 run = run_wrk(
                     server.url, payloads[name]["single"], "/predict", connections, plan.duration_s, cpu=plan.client_cpu
                 )
+                run["server_cpu"] = cpu_per_request(before, server.thread_cpu_s(), run)
             entry = results[server.spec.name]["payloads"].setdefault(name, {"levels": {}})
             entry["levels"][str(connections)] = run
             _log_run(log, server.spec.name, f"{name} c={connections}", run)

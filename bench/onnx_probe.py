@@ -2,8 +2,9 @@
 
 Exports the default checkpoint's model with `torch.onnx.export` (the dynamo exporter, dynamic batch
 size), checks the ONNX Runtime outputs against the served model, and times one pass of each at
-several batch sizes on one thread. ONNX Runtime is not a dependency of hydrodiag; install it into
-the environment first:
+several batch sizes on one thread, and what an ONNX Runtime session adds to the resident memory
+of a process that already holds the served model (torch stays: the server builds graphs with it).
+ONNX Runtime is not a dependency of hydrodiag; install it into the environment first:
 
     .venv/bin/pip install onnxruntime onnxscript
     .venv/bin/python -m bench.onnx_probe [--batches 1 4 8 32]
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -45,6 +48,28 @@ def _median_ms(call: Callable[[], Any], repeats: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
+# Run in a fresh process: the exporter (onnxscript, torch.export) must not be counted.
+_MEMORY_PROBE = """
+import sys, psutil, torch
+from hydrodiag.inference.manager import ModelManager
+torch.set_num_threads(1)
+ModelManager(capacity=1).load_model(sys.argv[2], device="cpu")
+before = psutil.Process().memory_info().rss
+import numpy as np, onnxruntime as ort
+options = ort.SessionOptions()
+options.intra_op_num_threads = options.inter_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+print(before / 2**20, psutil.Process().memory_info().rss / 2**20)
+"""
+
+
+def _session_memory_mb(onnx_path: Path, model_path: Path) -> tuple[float, float]:
+    """RSS (MiB) of a process holding the served model, before and after it opens an ONNX Runtime session."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(onnx_path), str(model_path)],
+                         capture_output=True, text=True, check=True, timeout=300).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
@@ -71,7 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        rss_before, rss_after = _session_memory_mb(path, args.model)
     print(f"export {export_s:.1f} s (torch.onnx.export, dynamo); onnxruntime {ort.__version__}, one thread")
+    print(f"resident memory of a process holding the served model: {rss_before:.0f} MiB; with an ONNX Runtime "
+          f"session of it as well: {rss_after:.0f} MiB (+{rss_after - rss_before:.0f} MiB)")
     print("| batch | traced ms | onnxruntime ms | speed-up | largest difference |")
     print("|---|---|---|---|---|")
     names = [i.name for i in session.get_inputs()]

@@ -136,6 +136,19 @@ def _diagnosis(results: dict[str, Any]) -> list[str]:
             f"measured {rps16:.0f} req/s, so p99 <= 15 ms needs more than {16000 / 15:.0f} req/s on the "
             f"server's core(s) (p99 measured: {hd16:.1f} ms)."
         )
+    cpu16 = _get(_level(results, "hydrodiag", 16), "server_cpu")
+    if cpu16 and rps16:
+        loop_us = cpu16["us_per_request"].get("main")
+        total_us = cpu16["total_us_per_request"]
+        cores = _get(results, "machine", "nproc") or 2
+        if loop_us:
+            notes.append(
+                f"CPU per request at 16 clients: {loop_us:.0f} µs on the event loop, {total_us:.0f} µs in all "
+                f"threads (table below). One event loop therefore answers at most {1e6 / loop_us:.0f} req/s and "
+                f"{cores} cores at most {cores * 1e6 / total_us:.0f} req/s before the load generator takes its "
+                f"share. The p99 target needs more than {16000 / 15:.0f} req/s even if no request took longer "
+                f"than the mean; measured: {rps16:.0f} req/s with {cpu16['cores_busy']:.2f} cores busy."
+            )
     for variant in hydrodiag_servers(results)[1:]:
         mine, base = _saturation(results, variant), _saturation(results, "hydrodiag")
         rss_v = _get(results, "servers", variant, "memory_ready", "tree_rss_mb")

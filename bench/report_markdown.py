@@ -8,6 +8,7 @@ from typing import Any
 from bench.report import _get, _primary
 
 REPO = Path(__file__).resolve().parent.parent
+TRIED = Path(__file__).resolve().parent / "tried.md"
 
 
 def _rel(path: Any) -> str:
@@ -141,6 +142,38 @@ def _closed_loop(results: dict[str, Any], s: dict[str, Any], servers: dict[str, 
     return out
 
 
+def _server_cpu(results: dict[str, Any], servers: dict[str, Any]) -> list[str]:
+    primary = _primary(results)
+    runs = [
+        (name, c, run)
+        for name, data in servers.items()
+        for c, run in (_get(data, "payloads", primary, "levels") or {}).items()
+        if run.get("server_cpu")
+    ]
+    if not runs:
+        return []
+    labels = sorted({label for _, _, run in runs for label in run["server_cpu"]["us_per_request"]},
+                    key=lambda label: (label != "main", label == "other", label))
+    rows = [
+        [name, c, run["ok_rps"], *[_get(run, "server_cpu", "us_per_request", label) or "–" for label in labels],
+         run["server_cpu"]["total_us_per_request"], _fmt(run["server_cpu"]["cores_busy"], 2)]
+        for name, c, run in runs
+    ]
+    return [
+        f"## Server CPU per answered request (payload `{primary}`)",
+        "",
+        "From the kernel's per-thread CPU counters of the server's process tree (psutil) before and after "
+        "each closed-loop level above, divided by the 2xx answers; microseconds. `main` is each process's "
+        "first thread (the event loop: HTTP, validation, graph building, responses), summed over processes; "
+        "`forward_0` is hydrodiag's forward-pass thread, `history-writer` its database writer; threads "
+        "without a name of their own are `other` (the competitors' inference runs there or in `main`). "
+        "One event loop answers at most 1,000,000 / `main` requests per second; the whole server, at "
+        "most cores × 1,000,000 / total.",
+        "",
+        *_table(["Server", "Clients", "req/s", *labels, "total", "cores busy"], rows),
+    ]
+
+
 def _open_loop(servers: dict[str, Any]) -> list[str]:
     rows = [
         [
@@ -269,7 +302,8 @@ def render(results: dict[str, Any], s: dict[str, Any]) -> str:
     )
     if s.get("diagnosis"):
         out += ["Where the time goes (facts from this run):", "", *[f"- {n}" for n in s["diagnosis"]], ""]
-    out += _closed_loop(results, s, servers) + _open_loop(servers) + _model(results) + _profile(servers)
+    out += _closed_loop(results, s, servers) + _server_cpu(results, servers) + _open_loop(servers)
+    out += _model(results) + _profile(servers)
     rows = [
         [
             name,
@@ -319,4 +353,5 @@ def render(results: dict[str, Any], s: dict[str, Any]) -> str:
     ]
     if results.get("notes"):
         out += ["## Notes", "", *[f"- {n}" for n in results["notes"]], ""]
+    out += [TRIED.read_text().rstrip(), ""]  # hand-written: measured alternatives that were not kept
     return "\n".join(out)

@@ -153,6 +153,23 @@ class Server:
             "processes": len(procs),
         }
 
+    def thread_cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by the server's process tree, by thread: `main` is each process's
+        first thread (a Python server's event loop), other threads go by the name the server gave
+        them at the operating-system level (hydrodiag names its forward and history threads), and
+        threads without one of their own are `other`."""
+        totals: dict[str, float] = {}
+        try:
+            main = psutil.Process(self.pid)
+            for proc in [main, *main.children(recursive=True)]:
+                process_name = proc.name()
+                for thread in proc.threads():
+                    label = "main" if thread.id == proc.pid else _os_thread_name(proc.pid, thread.id, process_name)
+                    totals[label] = totals.get(label, 0.0) + thread.user_time + thread.system_time
+        except psutil.Error:
+            return {}
+        return totals
+
     def batching(self) -> dict[str, Any] | None:
         """Forward passes and items per pass, from the BENCH_BATCHES lines a competitor logs."""
         last: dict[str, tuple[int, int]] = {}
@@ -180,6 +197,14 @@ class Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _os_thread_name(pid: int, tid: int, process_name: str) -> str:
+    try:
+        name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return "other"
+    return "other" if not name or name == process_name[:15] else name
 
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:

@@ -70,6 +70,9 @@ def test_bench_smoke_writes_well_formed_json(tmp_path: Path) -> None:
     for run in levels.values():
         assert run["requests"] > 0
         assert {"p50", "p95", "p99"} <= set(run["latency_ms"])
+        cpu = run["server_cpu"]  # where the server's CPU went, by its named threads
+        assert {"main", "forward_0"} <= set(cpu["us_per_request"]), cpu
+        assert cpu["total_us_per_request"] >= cpu["us_per_request"]["main"] > 0
     assert {"offered_rps", "achieved_rps", "latency_ms"} <= set(hydrodiag["open_loop"])
     assert hydrodiag["batch32"]["requests"] > 0
     assert hydrodiag["memory_ready"]["rss_mb"] > 0
