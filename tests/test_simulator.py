@@ -20,6 +20,7 @@ from hydrodiag.training.simulator import (
     observable_pairs,
     simulate,
     simulate_degradation,
+    simulate_fleet,
 )
 
 TEMPLATES = load_templates()
@@ -246,3 +247,33 @@ def test_cli_simulate_writes_npz_and_sidecar(tmp_path) -> None:  # type: ignore[
     bad = runner.invoke(app, ["simulate", "--topology", "press", "--windows", "5", "--out", str(deg),
                               "--anomaly", "leakage", "--component", "cooler"])
     assert bad.exit_code == 2 and "cooler" in bad.output
+
+
+def test_fleet_observes_each_unit_beside_its_own_commissioning() -> None:
+    fleet = simulate_fleet(TEMPLATES["excavator"], 40, 8, 4, seed=3)
+    sensors = len(TEMPLATES["excavator"].sensors)
+    assert fleet.commissioning.shape == (40, 8, sensors, 60) and len(fleet.observed) == 160
+    assert list(fleet.unit_of_window) == [u for u in range(40) for _ in range(4)]
+    assert fleet.observed.system_anomalies.any(axis=1).mean() > 0.3  # faults are injected after commissioning
+    # A unit's design spread and sensor offsets stay with it: a healthy window's levels lie nearest
+    # its own unit's commissioning levels far more often than the 1 in 40 of chance.
+    levels = fleet.commissioning.mean(axis=(1, 3))  # [units, sensors]
+    scale = fleet.commissioning.std(axis=(0, 1, 3)) + 1e-6
+    observed = fleet.observed.series.mean(axis=2)
+    nearest = (((observed[:, None, :] - levels[None]) / scale) ** 2).sum(axis=2).argmin(axis=1)
+    healthy = ~fleet.observed.system_anomalies.any(axis=1)
+    assert (nearest == fleet.unit_of_window)[healthy].mean() > 0.5
+
+
+def test_cli_separability_scores_fleet_and_own_unit_readings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "separability.json"
+    result = CliRunner().invoke(app, ["separability", "--topology", "press", "--units", "30", "--test-units", "10",
+                                      "--commissioning-windows", "4", "--windows-per-unit", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["readings"]) == {"fleet", "own unit", "both"}
+    for scores in report["readings"].values():
+        assert 0.0 <= scores["macro_f1"] <= 1.0 and set(scores["per_type_f1"]) == set(ANOMALY_TYPES)
+        assert scores["windows"] == 30
+    bad = CliRunner().invoke(app, ["separability", "--topology", "submarine"])
+    assert bad.exit_code == 2 and "submarine" in bad.output

@@ -1,4 +1,4 @@
-"""Command line: serve / train / evaluate / ceiling / simulate / commission.
+"""Command line: serve / train / evaluate / ceiling / separability / simulate / commission.
 
 Each command only parses options and calls into the layer that owns the work.
 """
@@ -121,6 +121,30 @@ def ceiling(
         run_ceiling(data=data, split=split, targets=[t for t in targets.split(",") if t], seed=seed,
                     max_folds=max_folds, out=out)
     except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def separability(
+    topology: str = typer.Option("excavator", "--topology", help="Template id of a simulated machine."),
+    units: int = typer.Option(400, min=1, help="Units the forest learns from."),
+    test_units: int = typer.Option(100, min=1, help="New units it is scored on."),
+    commissioning_windows: int = typer.Option(30, min=2, help="Healthy windows recorded per unit."),
+    windows_per_unit: int = typer.Option(5, min=1, help="Labelled windows observed per unit."),
+    seed: int = typer.Option(0, help="Seed of the fleets and the forest."),
+    out: Path | None = typer.Option(None, "--out", help="JSON file for the result."),
+) -> None:
+    """How separable a simulated machine's faults are, read against the fleet or against each unit's own
+    commissioning (a window-statistics random forest on new units)."""
+    from hydrodiag.cli_support import run_separability
+    from hydrodiag.errors import HydrodiagError
+
+    try:
+        run_separability(topology=topology, units=units, test_units=test_units,
+                         commissioning_windows=commissioning_windows, windows_per_unit=windows_per_unit, seed=seed,
+                         out=out)
+    except (ValueError, HydrodiagError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 

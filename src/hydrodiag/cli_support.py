@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -180,6 +181,36 @@ def run_ceiling(*, data: Path, split: str, targets: list[str], seed: int, out: P
     table = Table("target", "accuracy", *[f"fold {k + 1}" for k in range(len(folds))], title=split)
     for name, scores in result["targets"].items():  # type: ignore[attr-defined]
         table.add_row(name, f"{100 * scores['accuracy']:.1f} %", *[f"{100 * a:.1f}" for a in scores["fold_accuracy"]])
+    console.print(table)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
+    return result
+
+
+def run_separability(*, topology: str, units: int, test_units: int, commissioning_windows: int, windows_per_unit: int,
+                     seed: int, out: Path | None) -> dict[str, object]:
+    import sys
+
+    from rich.table import Table
+
+    from hydrodiag.taxonomy import ANOMALY_TYPES
+    from hydrodiag.topology.templates import TopologyRegistry
+    from hydrodiag.training.separability import separability
+
+    machine = TopologyRegistry().get(topology, "--topology")
+    with console.status(f"simulating {units + test_units} units of {topology} and fitting 3 forests"):
+        result = separability(machine, train_units=units, test_units=test_units,
+                              commissioning_windows=commissioning_windows, windows_per_unit=windows_per_unit,
+                              seed=seed)
+    result = {"command": shlex.join(["hydrodiag", "separability", *sys.argv[2:]]), **result}
+    readings: dict[str, Any] = result["readings"]  # type: ignore[assignment]
+    table = Table("", *readings, title=f"{topology}: forest on {units} units, scored on {test_units} new ones")
+    table.add_row("macro-F1", *[f"{r['macro_f1']:.3f}" for r in readings.values()])
+    table.add_row("false alarms", *[f"{100 * r['false_alarm_rate']:.1f} %" for r in readings.values()])
+    for name in ANOMALY_TYPES:
+        table.add_row(f"F1 {name}", *[f"{r['per_type_f1'][name]:.2f}" for r in readings.values()])
     console.print(table)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

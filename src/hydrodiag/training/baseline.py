@@ -44,9 +44,16 @@ def random_forest_grades(data: UciData, train: np.ndarray, test: np.ndarray, see
 def random_forest_detections(train_series: np.ndarray, train_anomalies: np.ndarray, test_series: np.ndarray,
                              seed: int = 0) -> np.ndarray:
     """[n_test, 9] 0/1 detections of a forest trained on windows of the same machine (same sensors)."""
+    return forest_detections(window_statistics(train_series.astype(np.float64)), train_anomalies,
+                             window_statistics(test_series.astype(np.float64)), seed)
+
+
+def forest_detections(train_features: np.ndarray, train_anomalies: np.ndarray, test_features: np.ndarray,
+                      seed: int = 0) -> np.ndarray:
+    """[n_test, 9] 0/1 detections of one multi-output forest on any per-window features."""
     forest = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=-1, min_samples_leaf=2)
-    forest.fit(window_statistics(train_series.astype(np.float64)), train_anomalies.astype(int))
-    return np.asarray(forest.predict(window_statistics(test_series.astype(np.float64))), dtype=int)
+    forest.fit(train_features, train_anomalies.astype(int))
+    return np.asarray(forest.predict(test_features), dtype=int)
 
 
 def values_and_differences(raw: np.ndarray) -> np.ndarray:

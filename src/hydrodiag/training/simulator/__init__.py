@@ -14,10 +14,12 @@ from hydrodiag.training.simulator.core import (
     simulate_degradation,
 )
 from hydrodiag.training.simulator.faults import COMPATIBILITY, DETECTION_FLOOR, compatible_anomalies
+from hydrodiag.training.simulator.fleet import Fleet, simulate_fleet
 
 __all__ = [
     "COMPATIBILITY",
     "DETECTION_FLOOR",
+    "Fleet",
     "SimulatedBatch",
     "compatible_anomalies",
     "measure_throughput",
@@ -25,4 +27,5 @@ __all__ = [
     "severity_ramp",
     "simulate",
     "simulate_degradation",
+    "simulate_fleet",
 ]
