@@ -139,6 +139,14 @@ def attach_metrics(checkpoint_path: Path, summary: dict[str, object], report_dir
     console.print(f"stored the evaluation summary in {checkpoint_path}")
 
 
+def _write_result(result: dict[str, object], out: Path | None) -> None:
+    """A command's result as indented JSON, when --out names a file."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
 def run_ceiling(*, data: Path, split: str, targets: list[str], seed: int, out: Path | None,
                 max_folds: int | None = None) -> dict[str, object]:
     """Gradient-boosted trees on raw values and differences, scored per fold like `evaluate`."""
@@ -182,10 +190,7 @@ def run_ceiling(*, data: Path, split: str, targets: list[str], seed: int, out: P
     for name, scores in result["targets"].items():  # type: ignore[attr-defined]
         table.add_row(name, f"{100 * scores['accuracy']:.1f} %", *[f"{100 * a:.1f}" for a in scores["fold_accuracy"]])
     console.print(table)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {out}")
+    _write_result(result, out)
     return result
 
 
@@ -212,8 +217,5 @@ def run_separability(*, topology: str, units: int, test_units: int, commissionin
     for name in ANOMALY_TYPES:
         table.add_row(f"F1 {name}", *[f"{r['per_type_f1'][name]:.2f}" for r in readings.values()])
     console.print(table)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {out}")
+    _write_result(result, out)
     return result
