@@ -55,7 +55,7 @@ from hydrodiag.inference.manager import ModelManager
 torch.set_num_threads(1)
 ModelManager(capacity=1).load_model(sys.argv[2], device="cpu")
 before = psutil.Process().memory_info().rss
-import numpy as np, onnxruntime as ort
+import onnxruntime as ort
 options = ort.SessionOptions()
 options.intra_op_num_threads = options.inter_op_num_threads = 1
 session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])

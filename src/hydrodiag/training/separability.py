@@ -26,30 +26,18 @@ from hydrodiag.training.simulator import Fleet, simulate_fleet
 READINGS = ("fleet", "own unit", "both")
 
 
-def fleet_statistics(fleet: Fleet) -> np.ndarray:
-    return window_statistics(fleet.observed.series.astype(np.float64))
-
-
-def own_unit_statistics(fleet: Fleet) -> np.ndarray:
-    """Each observed window read against its own unit's commissioning windows."""
+def readings(fleet: Fleet) -> dict[str, np.ndarray]:
+    """Per-window features of every reading in READINGS (each statistic computed once)."""
+    measured = window_statistics(fleet.observed.series.astype(np.float64))
     commissioning = fleet.commissioning.astype(np.float64)  # [U, K, S, T]
     units = fleet.unit_of_window
     mean = commissioning.mean(axis=(1, 3))[units][:, :, None]  # [N, S, 1]
     spread = commissioning.std(axis=(1, 3))[units][:, :, None] + 1e-6
-    standardised = window_statistics((fleet.observed.series - mean) / spread)
     u, k, s, t = commissioning.shape
     usual = window_statistics(commissioning.reshape(u * k, s, t)).reshape(u, k, -1).mean(axis=1)
-    return np.concatenate([standardised, fleet_statistics(fleet) - usual[units]], axis=1)
-
-
-def features(fleet: Fleet, reading: str) -> np.ndarray:
-    if reading == "fleet":
-        return fleet_statistics(fleet)
-    if reading == "own unit":
-        return own_unit_statistics(fleet)
-    if reading == "both":
-        return np.concatenate([fleet_statistics(fleet), own_unit_statistics(fleet)], axis=1)
-    raise ValueError(f"unknown reading '{reading}'; known: {', '.join(READINGS)}")
+    own_unit = np.concatenate([window_statistics((fleet.observed.series - mean) / spread), measured - usual[units]],
+                              axis=1)
+    return {"fleet": measured, "own unit": own_unit, "both": np.concatenate([measured, own_unit], axis=1)}
 
 
 def separability(topology: Topology, *, train_units: int, test_units: int, commissioning_windows: int,
@@ -58,8 +46,9 @@ def separability(topology: Topology, *, train_units: int, test_units: int, commi
     train = simulate_fleet(topology, train_units, commissioning_windows, windows_per_unit, seed=seed)
     test = simulate_fleet(topology, test_units, commissioning_windows, windows_per_unit, seed=seed + 1)
     labels = np.asarray(train.observed.system_anomalies)
-    scores = {reading: detection_metrics(test.observed, forest_detections(features(train, reading), labels,
-                                                                          features(test, reading), seed))
+    train_features, test_features = readings(train), readings(test)
+    scores = {reading: detection_metrics(test.observed, forest_detections(train_features[reading], labels,
+                                                                          test_features[reading], seed))
               for reading in READINGS}
     return {"topology": topology.id, "train_units": train_units, "test_units": test_units,
             "commissioning_windows": commissioning_windows, "windows_per_unit": windows_per_unit,

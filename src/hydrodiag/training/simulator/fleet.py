@@ -24,10 +24,6 @@ class Fleet:
     observed: SimulatedBatch  # units x windows per unit, unit-major
     unit_of_window: np.ndarray  # [len(observed)] index of each observed window's unit
 
-    @property
-    def units(self) -> int:
-        return int(self.commissioning.shape[0])
-
 
 def simulate_fleet(topology: Topology, units: int, commissioning_windows: int, windows_per_unit: int, *,
                    seed: int = 0, n_samples: int = 60, sample_rate_hz: float = 1.0, fault_fraction: float = 0.6,
