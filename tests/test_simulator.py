@@ -12,6 +12,8 @@ from hydrodiag.cli import app
 from hydrodiag.taxonomy import ANOMALY_TYPES, COMPONENT_TYPES
 from hydrodiag.topology.schema import Component, Edge, Sensor, Topology, infer_topology
 from hydrodiag.topology.templates import load_templates
+from hydrodiag.training.baseline import gradient_boosting_detections
+from hydrodiag.training.separability import readings
 from hydrodiag.training.simulator import (
     DETECTION_FLOOR,
     SimulatedBatch,
@@ -277,3 +279,39 @@ def test_cli_separability_scores_fleet_and_own_unit_readings(tmp_path) -> None: 
         assert scores["windows"] == 30
     bad = CliRunner().invoke(app, ["separability", "--topology", "submarine"])
     assert bad.exit_code == 2 and "submarine" in bad.output
+
+
+def test_cli_separability_with_gradient_boosted_trees_on_chosen_readings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "trees.json"
+    result = CliRunner().invoke(app, ["separability", "--topology", "press", "--units", "20", "--test-units", "6",
+                                      "--commissioning-windows", "4", "--windows-per-unit", "3", "--model", "trees",
+                                      "--readings", "fleet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["model"] == "trees" and set(report["readings"]) == {"fleet"}
+    for option, value in (("--model", "oracle"), ("--readings", "fleet,tea leaves")):
+        bad = CliRunner().invoke(app, ["separability", "--topology", "press", option, value])
+        assert bad.exit_code == 2 and value.split(",")[-1] in bad.output
+
+
+def test_trees_read_every_value_and_change_of_each_reading() -> None:
+    fleet = simulate_fleet(load_templates()["press"], 3, 2, 2, seed=0)
+    _, sensors, steps = fleet.observed.series.shape
+    plain, every = readings(fleet), readings(fleet, every_value=True)
+    added = sensors * (2 * steps - 1)
+    assert every["fleet"].shape[1] == plain["fleet"].shape[1] + added
+    assert every["own unit"].shape[1] == plain["own unit"].shape[1] + added
+    assert every["both"].shape[1] == plain["both"].shape[1] + 2 * added
+
+
+def test_gradient_boosting_detections_learn_each_type_and_keep_constant_ones() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 5))
+    labels = np.zeros((400, len(ANOMALY_TYPES)), dtype=int)
+    labels[:, 0] = features[:, 2] > 0.3  # one type follows one feature; the others never occur
+    labels[:5, 1] = 1  # a rare type is still fitted, not dropped
+    test = rng.normal(size=(200, 5))
+    detected = gradient_boosting_detections(features, labels, test)
+    assert detected.shape == (200, len(ANOMALY_TYPES))
+    assert (detected[:, 0] == (test[:, 2] > 0.3)).mean() > 0.95
+    assert not detected[:, 2:].any()

@@ -132,18 +132,21 @@ def separability(
     test_units: int = typer.Option(100, min=1, help="New units it is scored on."),
     commissioning_windows: int = typer.Option(30, min=2, help="Healthy windows recorded per unit."),
     windows_per_unit: int = typer.Option(5, min=1, help="Labelled windows observed per unit."),
-    seed: int = typer.Option(0, help="Seed of the fleets and the forest."),
+    seed: int = typer.Option(0, help="Seed of the fleets and the model."),
+    model: str = typer.Option("forest", help="forest: random forest on 7 window statistics per sensor; trees: "
+                              "gradient-boosted trees on those and every value and change (slower)."),
+    readings: str = typer.Option("fleet,own unit,both", help="Comma-separated readings to score."),
     out: Path | None = typer.Option(None, "--out", help="JSON file for the result."),
 ) -> None:
     """How separable a simulated machine's faults are, read against the fleet or against each unit's own
-    commissioning (a window-statistics random forest on new units)."""
+    commissioning (a model trained on a fleet of units, scored on new units)."""
     from hydrodiag.cli_support import run_separability
     from hydrodiag.errors import HydrodiagError
 
     try:
         run_separability(topology=topology, units=units, test_units=test_units,
                          commissioning_windows=commissioning_windows, windows_per_unit=windows_per_unit, seed=seed,
-                         out=out)
+                         model=model, readings=tuple(r.strip() for r in readings.split(",") if r.strip()), out=out)
     except (ValueError, HydrodiagError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

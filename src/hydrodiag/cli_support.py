@@ -195,7 +195,8 @@ def run_ceiling(*, data: Path, split: str, targets: list[str], seed: int, out: P
 
 
 def run_separability(*, topology: str, units: int, test_units: int, commissioning_windows: int, windows_per_unit: int,
-                     seed: int, out: Path | None) -> dict[str, object]:
+                     seed: int, out: Path | None, model: str = "forest",
+                     readings: tuple[str, ...] = ("fleet", "own unit", "both")) -> dict[str, object]:
     import sys
 
     from rich.table import Table
@@ -205,17 +206,18 @@ def run_separability(*, topology: str, units: int, test_units: int, commissionin
     from hydrodiag.training.separability import separability
 
     machine = TopologyRegistry().get(topology, "--topology")
-    with console.status(f"simulating {units + test_units} units of {topology} and fitting 3 forests"):
+    with console.status(f"simulating {units + test_units} units of {topology} and fitting {model} "
+                        f"for {len(readings)} reading(s)"):
         result = separability(machine, train_units=units, test_units=test_units,
                               commissioning_windows=commissioning_windows, windows_per_unit=windows_per_unit,
-                              seed=seed)
+                              seed=seed, model=model, chosen=readings)
     result = {"command": shlex.join(["hydrodiag", "separability", *sys.argv[2:]]), **result}
-    readings: dict[str, Any] = result["readings"]  # type: ignore[assignment]
-    table = Table("", *readings, title=f"{topology}: forest on {units} units, scored on {test_units} new ones")
-    table.add_row("macro-F1", *[f"{r['macro_f1']:.3f}" for r in readings.values()])
-    table.add_row("false alarms", *[f"{100 * r['false_alarm_rate']:.1f} %" for r in readings.values()])
+    scores: dict[str, Any] = result["readings"]  # type: ignore[assignment]
+    table = Table("", *scores, title=f"{topology}: {model} on {units} units, scored on {test_units} new ones")
+    table.add_row("macro-F1", *[f"{r['macro_f1']:.3f}" for r in scores.values()])
+    table.add_row("false alarms", *[f"{100 * r['false_alarm_rate']:.1f} %" for r in scores.values()])
     for name in ANOMALY_TYPES:
-        table.add_row(f"F1 {name}", *[f"{r['per_type_f1'][name]:.2f}" for r in readings.values()])
+        table.add_row(f"F1 {name}", *[f"{r['per_type_f1'][name]:.2f}" for r in scores.values()])
     console.print(table)
     _write_result(result, out)
     return result
