@@ -14,8 +14,9 @@ from conftest import uci_data_dir
 from hydrodiag.errors import CheckpointError
 from hydrodiag.features.window import resample_rows, resample_series
 from hydrodiag.model.checkpoint import load_checkpoint, read_metadata
-from hydrodiag.training.datasets.uci import TARGETS, load_uci, uci_windows
-from hydrodiag.training.evaluate import recall_by_severity
+from hydrodiag.training.datasets.uci import TARGETS, UciData, load_uci, uci_windows
+from hydrodiag.training.ensemble import score_ensemble
+from hydrodiag.training.evaluate import FoldResult, recall_by_severity, split_folds
 from hydrodiag.training.recipe import read_exclude_file
 
 TARGET = {t.component: t for t in TARGETS}
@@ -231,3 +232,38 @@ def test_a_simulated_pool_shows_fresh_windows_every_epoch_at_a_constant_epoch_si
     # Evaluation caches: a pool gets its own name, no pool keeps the name it had before the option.
     assert recipe_fingerprint(Recipe(simulated_windows=4, simulated_pool=12)) != recipe_fingerprint(
         Recipe(simulated_windows=4)) == recipe_fingerprint(Recipe(simulated_windows=4, simulated_pool=0))
+
+
+def _kept_fold(run: Path, data: UciData, test: np.ndarray, shift: float, recipe: str = "abc") -> None:
+    true_health = np.stack([t.health(data.profile[test, t.column]) for t in TARGETS], axis=1)
+    FoldResult(test=test, health=true_health + shift, anomaly=np.zeros((len(test), len(TARGETS))),
+               system=np.zeros((len(test), 9)), forest={t.component: data.profile[test, t.column] for t in TARGETS},
+               ).save(run / ".folds" / f"combination_heldout_5fold-0-{recipe}.npz")
+
+
+def test_an_ensemble_is_scored_on_the_mean_of_its_runs(data_dir: Path, tmp_path: Path) -> None:
+    data = load_uci(data_dir)
+    test = split_folds(data, "combination_heldout_5fold", 0)[0][1]
+    # Two runs that read every health 0.2 too high and too low: each misreads the accumulator's
+    # grades (spaced 0.25-0.375 apart), their mean reads every grade right.
+    _kept_fold(tmp_path / "high", data, test, +0.2)
+    _kept_fold(tmp_path / "low", data, test, -0.2)
+    result = score_ensemble(data, [tmp_path / "high", tmp_path / "low"])
+    assert result["folds"] == [1]
+    ensemble, members = result["ensemble"], result["members"]
+    assert ensemble["cycles_tested"] == len(test)
+    assert all(v["accuracy"] == 1.0 for v in ensemble["targets"].values())
+    assert all(m["targets"]["accumulator"]["accuracy"] < 0.9 for m in members)
+    out = tmp_path / "ensemble.json"
+    run_cli("ensemble", "--data", str(data_dir), "--run", str(tmp_path / "high"), "--run", str(tmp_path / "low"),
+            "--out", str(out))
+    assert json.loads(out.read_text())["ensemble"]["targets"]["accumulator"]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="at least two"):
+        score_ensemble(data, [tmp_path / "high"])
+    _kept_fold(tmp_path / "low", data, test, -0.2, recipe="def")  # a second recipe in the same folder
+    with pytest.raises(ValueError, match="more than one recipe"):
+        score_ensemble(data, [tmp_path / "high", tmp_path / "low"])
+    missing = subprocess.run([sys.executable, "-m", "hydrodiag.cli", "ensemble", "--data", str(data_dir),
+                              "--run", str(tmp_path / "high"), "--run", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 2 and "no fold" in missing.stderr

@@ -1,4 +1,4 @@
-"""Command line: serve / train / evaluate / ceiling / separability / simulate / commission.
+"""Command line: serve / train / evaluate / ceiling / ensemble / separability / simulate / commission.
 
 Each command only parses options and calls into the layer that owns the work.
 """
@@ -120,6 +120,23 @@ def ceiling(
     try:
         run_ceiling(data=data, split=split, targets=[t for t in targets.split(",") if t], seed=seed,
                     max_folds=max_folds, out=out)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def ensemble(
+    data: UciData,
+    runs: list[Path] = typer.Option(..., "--run", help="An `evaluate --out` folder of one seed (give two or more)."),
+    split: str = typer.Option("combination_heldout_5fold", help="Split whose kept folds are combined."),
+    out: Path | None = typer.Option(None, "--out", help="JSON file for the result."),
+) -> None:
+    """Score the mean prediction of several `evaluate` runs (a seed ensemble) from their kept folds."""
+    from hydrodiag.cli_support import run_ensemble
+
+    try:
+        run_ensemble(data=data, runs=runs, split=split, out=out)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -194,6 +194,27 @@ def run_ceiling(*, data: Path, split: str, targets: list[str], seed: int, out: P
     return result
 
 
+def run_ensemble(*, data: Path, runs: list[Path], split: str, out: Path | None) -> dict[str, object]:
+    import sys
+
+    from rich.table import Table
+
+    from hydrodiag.training.ensemble import score_ensemble
+
+    result = {"command": shlex.join(["hydrodiag", "ensemble", *sys.argv[2:]]),
+              **score_ensemble(load_uci(data), runs, split)}
+    ensemble: dict[str, Any] = result["ensemble"]  # type: ignore[assignment]
+    members: list[dict[str, Any]] = result["members"]  # type: ignore[assignment]
+    table = Table("target", "mean of the runs", *[f"run {i + 1}" for i in range(len(members))],
+                  title=f"{split}, folds {result['folds']}")
+    for name, scores in ensemble["targets"].items():
+        table.add_row(name, f"{100 * scores['accuracy']:.2f} %",
+                      *[f"{100 * m['targets'][name]['accuracy']:.2f} %" for m in members])
+    console.print(table)
+    _write_result(result, out)
+    return result
+
+
 def run_separability(*, topology: str, units: int, test_units: int, commissioning_windows: int, windows_per_unit: int,
                      seed: int, out: Path | None, model: str = "forest",
                      readings: tuple[str, ...] = ("fleet", "own unit", "both")) -> dict[str, object]:
