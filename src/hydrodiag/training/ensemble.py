@@ -63,11 +63,11 @@ def score_ensemble(data: UciData, runs: list[Path], split: str = "combination_he
         for component, grades in result.forest.items():
             forest[component][result.test] = grades
     predictions = [_out_of_fold(data, folds) for folds in members]
-    mean = [np.mean([p[i] for p in predictions], axis=0) for i in range(3)]
+    health, anomaly, system = (np.mean([p[i] for p in predictions], axis=0) for i in range(3))
     return {
         "split": split,
         "folds": [k + 1 for k in shared],
         "runs": [str(run) for run in runs],
-        "ensemble": split_metrics(config, data, tested, *mean, forest, len(shared)),
+        "ensemble": split_metrics(config, data, tested, health, anomaly, system, forest, len(shared)),
         "members": [split_metrics(config, data, tested, *p, forest, len(shared)) for p in predictions],
     }
