@@ -28,6 +28,7 @@ leaves the model eager (with a warning), never unserved.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from typing import Any
 
@@ -37,6 +38,11 @@ from torch import Tensor, nn
 from hydrodiag.model.gnn import ModelOutput, UniversalTemporalGNN
 
 logger = logging.getLogger(__name__)
+
+# warnings.catch_warnings swaps the process-wide filter list: two models traced at once (two
+# checkpoints loaded from two threads) would restore each other's filters mid-trace and let the
+# tracer's warnings through. Tracing happens at load time only, so one at a time costs nothing.
+_TRACING = threading.Lock()
 
 # Largest absolute difference between traced and eager outputs accepted at load (float32 noise).
 TRACE_TOLERANCE = 1e-4
@@ -99,7 +105,7 @@ def trace_model(model: UniversalTemporalGNN, example: Any, check: Any) -> Traced
 
     Raises RuntimeError when the traced outputs differ from the eager ones on `check`."""
     signature = _TensorSignature(model).eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with _TRACING, torch.no_grad(), warnings.catch_warnings():
         # The tracer warns that torch.jit is deprecated and that two of PyG's shape assertions are
         # recorded as constants; the check below is what decides whether the trace is right.
         warnings.simplefilter("ignore")
