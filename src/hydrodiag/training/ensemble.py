@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hydrodiag.taxonomy import ANOMALY_TYPES
-from hydrodiag.training.datasets.uci import TARGETS, UciData
-from hydrodiag.training.evaluate import EvaluationConfig, FoldResult, split_folds, split_metrics
+from hydrodiag.training.datasets.uci import UciData
+from hydrodiag.training.evaluate import EvaluationConfig, FoldResult, out_of_fold, split_folds, split_metrics
 
 
 def cached_folds(run: Path, split: str) -> dict[int, FoldResult]:
@@ -30,15 +29,6 @@ def cached_folds(run: Path, split: str) -> dict[int, FoldResult]:
         raise ValueError(f"{run}: folds {mixed} of {split} were kept for more than one recipe; "
                          "give each recipe its own --out")
     return {k: FoldResult.load(paths[0]) for k, paths in found.items()}
-
-
-def _out_of_fold(data: UciData, folds: dict[int, FoldResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    health = np.zeros((data.num_cycles, len(TARGETS)))
-    anomaly = np.zeros((data.num_cycles, len(TARGETS)))
-    system = np.zeros((data.num_cycles, len(ANOMALY_TYPES)))
-    for result in folds.values():
-        health[result.test], anomaly[result.test], system[result.test] = result.health, result.anomaly, result.system
-    return health, anomaly, system
 
 
 def score_ensemble(data: UciData, runs: list[Path], split: str = "combination_heldout_5fold",
@@ -58,16 +48,15 @@ def score_ensemble(data: UciData, runs: list[Path], split: str = "combination_he
     for run, folds in zip(runs, members, strict=True):
         if any(not np.array_equal(folds[k].test, every_fold[k][1]) for k in shared):
             raise ValueError(f"{run}: its {split} folds test other cycles than this data's folds")
-    forest = {t.component: np.zeros(data.num_cycles) for t in TARGETS}
-    for result in members[0].values():
-        for component, grades in result.forest.items():
-            forest[component][result.test] = grades
-    predictions = [_out_of_fold(data, folds) for folds in members]
-    health, anomaly, system = (np.mean([p[i] for p in predictions], axis=0) for i in range(3))
+    predictions = [out_of_fold(data, folds.values()) for folds in members]
+    forest = predictions[0][3]
+    health = np.mean([p[0] for p in predictions], axis=0)
+    anomaly = np.mean([p[1] for p in predictions], axis=0)
+    system = np.mean([p[2] for p in predictions], axis=0)
     return {
         "split": split,
         "folds": [k + 1 for k in shared],
         "runs": [str(run) for run in runs],
         "ensemble": split_metrics(config, data, tested, health, anomaly, system, forest, len(shared)),
-        "members": [split_metrics(config, data, tested, *p, forest, len(shared)) for p in predictions],
+        "members": [split_metrics(config, data, tested, p[0], p[1], p[2], forest, len(shared)) for p in predictions],
     }

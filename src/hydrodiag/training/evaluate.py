@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,29 +132,21 @@ def evaluate_split(config: EvaluationConfig, data: UciData, split: str, jobs: in
     """
     folds = split_folds(data, split, config.recipe.train.seed)[: config.max_folds]
     tested = np.concatenate([test for _, test in folds])
-    health = np.zeros((data.num_cycles, len(TARGETS)))
-    anomaly = np.zeros((data.num_cycles, len(TARGETS)))
-    system = np.zeros((data.num_cycles, len(ANOMALY_TYPES)))
-    forest = {t.component: np.zeros(data.num_cycles) for t in TARGETS}
-
-    def collect(result: FoldResult) -> None:
-        health[result.test], anomaly[result.test], system[result.test] = result.health, result.anomaly, result.system
-        for component, grades in result.forest.items():
-            forest[component][result.test] = grades
+    results: list[FoldResult] = []
 
     cache = {k: config.cache_dir / f"{split}-{k}-{recipe_fingerprint(config.recipe)}.npz"
              for k in range(len(folds))} if config.cache_dir else {}
     pending = []
     for k in range(len(folds)):
         if k in cache and cache[k].exists():
-            collect(FoldResult.load(cache[k]))
+            results.append(FoldResult.load(cache[k]))
         else:
             pending.append(k)
     done = len(folds) - len(pending)
 
     def finish(k: int, result: FoldResult) -> None:
         nonlocal done
-        collect(result)
+        results.append(result)
         if k in cache:
             result.save(cache[k])
         done += 1
@@ -171,7 +163,22 @@ def evaluate_split(config: EvaluationConfig, data: UciData, split: str, jobs: in
             futures = {pool.submit(run_fold, recipe, data, *folds[k]): k for k in pending}
             for future in as_completed(futures):
                 finish(futures[future], future.result())
-    return split_metrics(config, data, tested, health, anomaly, system, forest, len(folds))
+    return split_metrics(config, data, tested, *out_of_fold(data, results), len(folds))
+
+
+def out_of_fold(data: UciData, results: Iterable[FoldResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                     dict[str, np.ndarray]]:
+    """Per-cycle health, target anomaly and system probabilities, and forest grades, of every fold's
+    test cycles in their place among all of the data's cycles."""
+    health = np.zeros((data.num_cycles, len(TARGETS)))
+    anomaly = np.zeros((data.num_cycles, len(TARGETS)))
+    system = np.zeros((data.num_cycles, len(ANOMALY_TYPES)))
+    forest = {t.component: np.zeros(data.num_cycles) for t in TARGETS}
+    for result in results:
+        health[result.test], anomaly[result.test], system[result.test] = result.health, result.anomaly, result.system
+        for component, grades in result.forest.items():
+            forest[component][result.test] = grades
+    return health, anomaly, system, forest
 
 
 def split_metrics(config: EvaluationConfig, data: UciData, tested: np.ndarray, health: np.ndarray,

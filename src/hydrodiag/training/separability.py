@@ -35,7 +35,9 @@ from hydrodiag.training.simulator import Fleet, simulate_fleet
 
 READINGS = ("fleet", "own unit", "both")
 Detector = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
-MODELS: dict[str, Detector] = {"forest": forest_detections, "trees": gradient_boosting_detections}
+# Each model with whether it also reads every value and change of the series (`readings(every_value)`).
+MODELS: dict[str, tuple[Detector, bool]] = {"forest": (forest_detections, False),
+                                            "trees": (gradient_boosting_detections, True)}
 
 
 def readings(fleet: Fleet, every_value: bool = False) -> dict[str, np.ndarray]:
@@ -70,9 +72,8 @@ def separability(topology: Topology, *, train_units: int, test_units: int, commi
     train = simulate_fleet(topology, train_units, commissioning_windows, windows_per_unit, seed=seed)
     test = simulate_fleet(topology, test_units, commissioning_windows, windows_per_unit, seed=seed + 1)
     labels = np.asarray(train.observed.system_anomalies)
-    every_value = model == "trees"
+    detect, every_value = MODELS[model]
     train_features, test_features = readings(train, every_value), readings(test, every_value)
-    detect = MODELS[model]
     scores = {reading: detection_metrics(test.observed, detect(train_features[reading], labels,
                                                                test_features[reading], seed))
               for reading in chosen}
