@@ -178,6 +178,44 @@ def test_sensor_dropout_cuts_off_sensors_only() -> None:
         assert node not in edge_index[1].tolist()
 
 
+def test_anomaly_balance_weights_rare_types_up_to_the_cap_and_leaves_common_ones() -> None:
+    import torch
+    from torch_geometric.data import Batch, Data
+
+    from hydrodiag.model.gnn import ModelOutput
+    from hydrodiag.training.train import anomaly_weights, diagnosis_loss
+
+    def graph(present: list[int]) -> Data:
+        labels = torch.zeros(1, 9)
+        labels[0, present] = 1.0
+        mask = torch.ones(1, 9)
+        mask[0, 8] = 0.0  # type 8 is never labelled (masked out)
+        return Data(y_component_anomalies=labels.repeat(2, 1), m_component_anomalies=mask.repeat(2, 1),
+                    y_system_anomalies=labels, m_system_anomalies=mask)
+
+    # Type 0 present in half the graphs, type 1 in one of 100, type 2 never, the others absent.
+    graphs = [graph([0, 1] if i == 0 else [0] if i % 2 else []) for i in range(100)]
+    assert anomaly_weights(graphs, 1.0) is None  # 1 = plain BCE, no weights at all
+    weights = anomaly_weights(graphs, 20.0)
+    assert weights is not None
+    assert weights.system[0].item() == pytest.approx(1.0, abs=0.05)  # common: absent/present about 1
+    assert weights.system[1].item() == 20.0  # rare (99 absent per present): capped
+    assert weights.system[2].item() == 20.0  # never present: capped, not infinite
+    assert weights.system[8].item() == 1.0  # never labelled: nothing to balance
+    assert torch.equal(weights.component, weights.system)  # every entry counted, per type
+
+    batch = Batch.from_data_list([graph([1]), graph([])])
+    zeros = torch.zeros(2)
+    out = ModelOutput(component_health=torch.zeros(4), component_logits=torch.zeros(4, 9), system_health=zeros,
+                      system_logits=torch.zeros(2, 9), component_batch=torch.tensor([0, 0, 1, 1]))
+    batch.y_component_health = torch.zeros(4)
+    batch.m_component_health = torch.zeros(4)
+    batch.y_system_health = zeros
+    batch.m_system_health = zeros
+    plain, weighted = diagnosis_loss(out, batch, 1.0), diagnosis_loss(out, batch, 1.0, weights)
+    assert weighted > plain  # the rare type's one positive now counts 20 times
+
+
 def test_a_model_option_survives_the_checkpoint(tmp_path: Path) -> None:
     import torch
 

@@ -24,6 +24,8 @@ AverageLast = Annotated[float, typer.Option(min=0.0, max=1.0,
                                             help="Average the weights of this share of the last epochs (SWA).")]
 SensorDropout = Annotated[float, typer.Option(min=0.0, max=0.9,
                                               help="Share of sensors hidden from each training sample.")]
+AnomalyBalance = Annotated[float, typer.Option(
+    min=1.0, help="Cap of the weight of a present anomaly type against an absent one (1 = unweighted).")]
 RawTiming = Annotated[bool, typer.Option(help="Also read each window at full time resolution (model option).")]
 
 
@@ -64,6 +66,7 @@ def train(
     average_last: AverageLast = 0.0,
     sensor_dropout: SensorDropout = 0.0,
     raw_timing: RawTiming = False,
+    anomaly_balance: AnomalyBalance = 1.0,
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import run_training
@@ -72,7 +75,7 @@ def train(
                  simulated_windows=simulated_windows, simulated_pool=checked_pool(simulated_pool, simulated_windows),
                  holdout_topology=holdout_topology, model_version=model_version, metrics=metrics,
                  limit_cycles=limit_cycles, threads=threads, average_last=average_last,
-                 sensor_dropout=sensor_dropout, raw_timing=raw_timing)
+                 sensor_dropout=sensor_dropout, raw_timing=raw_timing, anomaly_balance=anomaly_balance)
 
 
 @app.command()
@@ -93,6 +96,7 @@ def evaluate(
     average_last: AverageLast = 0.0,
     sensor_dropout: SensorDropout = 0.0,
     raw_timing: RawTiming = False,
+    anomaly_balance: AnomalyBalance = 1.0,
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
@@ -102,7 +106,7 @@ def evaluate(
                    holdout_topology=holdout_topology, max_folds=max_folds,
                    splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
                    universality=universality, average_last=average_last,
-                   sensor_dropout=sensor_dropout, raw_timing=raw_timing)
+                   sensor_dropout=sensor_dropout, raw_timing=raw_timing, anomaly_balance=anomaly_balance)
 
 
 @app.command()

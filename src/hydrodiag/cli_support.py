@@ -40,14 +40,15 @@ def epoch_callback(progress: Progress, description: str, epochs: int) -> Progres
 def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path | None, simulated_windows: int,
                  holdout_topology: str | None, model_version: str, metrics: Path | None, limit_cycles: int,
                  threads: int = 0, average_last: float = 0.0, sensor_dropout: float = 0.0,
-                 raw_timing: bool = False, simulated_pool: int = 0) -> None:
+                 raw_timing: bool = False, simulated_pool: int = 0, anomaly_balance: float = 1.0) -> None:
     uci = load_uci(data)
     excluded = read_exclude_file(exclude) if exclude else set()
     cycles = np.array([i for i in range(uci.num_cycles) if i not in excluded], dtype=np.int64)
     if limit_cycles:
         cycles = cycles[:limit_cycles]
     recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=threads, average_last=average_last,
-                                      sensor_dropout=sensor_dropout, model=ModelConfig(raw_timing=raw_timing)),
+                                      sensor_dropout=sensor_dropout, anomaly_balance=anomaly_balance,
+                                      model=ModelConfig(raw_timing=raw_timing)),
                     simulated_windows=simulated_windows, simulated_pool=simulated_pool,
                     holdout_topology=holdout_topology)
     with progress_bar() as progress:
@@ -64,7 +65,7 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
                    holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int,
                    attach_to: Path | None = None, merge: bool = False, universality: bool = True,
                    average_last: float = 0.0, sensor_dropout: float = 0.0, raw_timing: bool = False,
-                   simulated_pool: int = 0) -> None:
+                   simulated_pool: int = 0, anomaly_balance: float = 1.0) -> None:
     import platform
     import sys
 
@@ -85,7 +86,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     # One torch thread per training process: on a small machine several single-threaded trainings
     # beat multi-threaded ones whose threads spin while waiting for each other.
     recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1, average_last=average_last,
-                                      sensor_dropout=sensor_dropout, model=ModelConfig(raw_timing=raw_timing)),
+                                      sensor_dropout=sensor_dropout, anomaly_balance=anomaly_balance,
+                                      model=ModelConfig(raw_timing=raw_timing)),
                     simulated_windows=simulated_windows, simulated_pool=simulated_pool,
                     holdout_topology=holdout_topology)
     config = EvaluationConfig(recipe=recipe, max_folds=max_folds, cache_dir=out / ".folds")

@@ -45,8 +45,11 @@ class EvaluationConfig:
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:
+    train = recipe.train.to_dict()
+    if train["anomaly_balance"] == 1.0:  # the default leaves the fingerprints of earlier recipes as they were
+        del train["anomaly_balance"]
     fields: dict[str, object] = {
-        "train": recipe.train.to_dict(), "sim": recipe.simulated_windows, "topologies": recipe.training_topologies(),
+        "train": train, "sim": recipe.simulated_windows, "topologies": recipe.training_topologies(),
         "baseline_dropout": recipe.baseline_dropout, "features": [SERIES_CHANNELS, STAT_FEATURES, FEATURE_VERSION]}
     if recipe.simulated_pool:  # only when set, so that caches of recipes without a pool keep their names
         fields["sim_pool"] = recipe.simulated_pool

@@ -76,6 +76,11 @@ class TrainConfig:
     # if the sensor were absent), so that no diagnosis rests on a single sensor's view of one
     # combination of conditions, and a machine with a failed sensor is still read sensibly.
     sensor_dropout: float = 0.0
+    # Upper bound of the weight given to a present anomaly against an absent one, per type: each type's
+    # positives are weighted by its absent/present ratio in the training set, capped here (1 = plain
+    # BCE). Types that only simulated machines show are present in a few windows among thousands of UCI
+    # cycles that say they are absent, so unweighted they are learned as "never".
+    anomaly_balance: float = 1.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, object]:
@@ -94,16 +99,44 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def diagnosis_loss(out: ModelOutput, batch: Batch, health_weight: float) -> Tensor:
+@dataclass
+class AnomalyWeights:
+    """Per-type weights of present anomalies in the BCE ([9] each; ones = plain BCE)."""
+
+    component: Tensor
+    system: Tensor
+
+
+def anomaly_weights(graphs: Sequence[Data], cap: float) -> AnomalyWeights | None:
+    """Each type's absent/present ratio among the labelled entries of `graphs`, clipped to [1, cap]."""
+    if cap <= 1.0:
+        return None
+
+    def ratio(labels: Tensor, mask: Tensor) -> Tensor:
+        present = (labels * mask).sum(dim=0)
+        absent = ((1.0 - labels) * mask).sum(dim=0)
+        return (absent / present.clamp(min=1.0)).clamp(min=1.0, max=cap)
+
+    return AnomalyWeights(
+        component=ratio(torch.cat([g.y_component_anomalies for g in graphs]),
+                        torch.cat([g.m_component_anomalies for g in graphs])),
+        system=ratio(torch.cat([g.y_system_anomalies for g in graphs]),
+                     torch.cat([g.m_system_anomalies for g in graphs])))
+
+
+def diagnosis_loss(out: ModelOutput, batch: Batch, health_weight: float,
+                   weights: AnomalyWeights | None = None) -> Tensor:
     """Masked health regression + masked anomaly BCE, per component and per system."""
     comp_health = _masked_mean((out.component_health - batch.y_component_health) ** 2, batch.m_component_health)
     sys_health = _masked_mean((out.system_health - batch.y_system_health) ** 2, batch.m_system_health)
     comp_anom = _masked_mean(
-        F.binary_cross_entropy_with_logits(out.component_logits, batch.y_component_anomalies, reduction="none"),
+        F.binary_cross_entropy_with_logits(out.component_logits, batch.y_component_anomalies, reduction="none",
+                                           pos_weight=weights.component if weights else None),
         batch.m_component_anomalies,
     )
     sys_anom = _masked_mean(
-        F.binary_cross_entropy_with_logits(out.system_logits, batch.y_system_anomalies, reduction="none"),
+        F.binary_cross_entropy_with_logits(out.system_logits, batch.y_system_anomalies, reduction="none",
+                                           pos_weight=weights.system if weights else None),
         batch.m_system_anomalies,
     )
     return health_weight * (comp_health + 0.5 * sys_health) + comp_anom + 0.5 * sys_anom
@@ -142,6 +175,8 @@ def fit(data: TrainingSet | Sequence[Data], config: TrainConfig,
     steps = max(1, config.epochs * math.ceil(training.epoch_size() / config.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
                                                     pct_start=0.15)
+    # Counted on the first epoch's graphs: a pool's share per epoch is drawn the same way every time.
+    weights = anomaly_weights(training.epoch(0), config.anomaly_balance) if config.anomaly_balance > 1.0 else None
     average_from = config.epochs - round(config.average_last * config.epochs)
     averaged = AveragedModel(model) if average_from < config.epochs else None
     for epoch in range(config.epochs):
@@ -151,7 +186,7 @@ def fit(data: TrainingSet | Sequence[Data], config: TrainConfig,
             edges = without_some_sensors(batch, config.sensor_dropout, dropout_generator)
             out = model.forward_batch(batch) if edges is None else model(
                 batch.series, batch.stats, batch.node_kind, batch.node_type, *edges, batch.batch, int(batch.num_graphs))
-            loss = diagnosis_loss(out, batch, config.health_weight)
+            loss = diagnosis_loss(out, batch, config.health_weight, weights)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
