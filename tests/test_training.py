@@ -121,6 +121,7 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     assert "Combination-held-out" in (out / "REPORT.md").read_text()
     held_out = report["universality"]
     assert held_out["holdout_topology"] == "crane" and set(held_out["per_type_f1"]) >= {"cavitation", "leakage"}
+    assert held_out["uci_cycles"] == 2205  # the held-out-topology model learns every UCI cycle too
     assert 0.0 <= held_out["macro_f1"] <= 1.0
     assert set(held_out["recall_by_severity"]) == {"0.1-0.4", "0.4-0.7", "0.7-1.0"}
     reference = held_out["seen_topology_reference"]
@@ -134,6 +135,21 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
     assert cached == held_out
     assert (out / "combination_heldout_5fold_confusion.png").stat().st_size > 1000
 
+
+
+def test_evaluate_simulated_only_trains_the_held_out_topology_model_without_uci(data_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "sim-only"
+    args = ("evaluate", "--data", str(data_dir), "--out", str(out), "--epochs", "1", "--jobs", "1",
+            "--simulated-windows", "16", "--simulated-only")
+    refused = subprocess.run([sys.executable, "-m", "hydrodiag.cli", *args], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--simulated-only" in refused.stderr  # the UCI splits need UCI cycles
+    run_cli(*args, "--splits", "")
+    report = json.loads((out / "report.json").read_text())
+    assert report["splits"] == {} and report["universality"]["uci_cycles"] == 0
+    assert "simulated machines alone" in (out / "REPORT.md").read_text()
+    # Its cache never stands in for the same recipe trained with UCI.
+    assert [p.name.endswith("-simulated-only.json") for p in (out / ".folds").glob("universality-*")] == [True]
 
 
 def test_ceiling_scores_trees_on_the_evaluation_folds(data_dir: Path, tmp_path: Path) -> None:

@@ -93,6 +93,9 @@ def evaluate(
     attach_to: Path | None = typer.Option(None, help="Checkpoint trained by the same recipe: store the summary in it."),
     merge: bool = typer.Option(False, help="Keep the other splits of an existing report in --out."),
     universality: bool = typer.Option(True, help="Also train and test against the held-out simulated topology."),
+    simulated_only: bool = typer.Option(
+        False, help="Train the held-out-topology model on simulated machines alone, without UCI cycles (a "
+                    "reference for what the model learns of them when the rig does not dominate; needs --splits '')."),
     average_last: AverageLast = 0.0,
     sensor_dropout: SensorDropout = 0.0,
     raw_timing: RawTiming = False,
@@ -101,11 +104,15 @@ def evaluate(
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import run_evaluation
 
+    split_names = [s for s in splits.split(",") if s]
+    if simulated_only and (split_names or not universality):
+        raise typer.BadParameter("trains only the held-out-topology model: use it with --splits '' and --universality",
+                                 param_hint="--simulated-only")
     run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
                    simulated_pool=checked_pool(simulated_pool, simulated_windows),
                    holdout_topology=holdout_topology, max_folds=max_folds,
-                   splits=[s for s in splits.split(",") if s], jobs=jobs, attach_to=attach_to, merge=merge,
-                   universality=universality, average_last=average_last,
+                   splits=split_names, jobs=jobs, attach_to=attach_to, merge=merge,
+                   universality=universality, simulated_only=simulated_only, average_last=average_last,
                    sensor_dropout=sensor_dropout, raw_timing=raw_timing, anomaly_balance=anomaly_balance)
 
 

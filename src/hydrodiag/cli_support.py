@@ -64,8 +64,8 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
 def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
                    holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int,
                    attach_to: Path | None = None, merge: bool = False, universality: bool = True,
-                   average_last: float = 0.0, sensor_dropout: float = 0.0, raw_timing: bool = False,
-                   simulated_pool: int = 0, anomaly_balance: float = 1.0) -> None:
+                   simulated_only: bool = False, average_last: float = 0.0, sensor_dropout: float = 0.0,
+                   raw_timing: bool = False, simulated_pool: int = 0, anomaly_balance: float = 1.0) -> None:
     import platform
     import sys
 
@@ -105,7 +105,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
             results[split] = evaluate_split(config, uci, split, jobs, fold_done)
         held_out = None
         if universality and holdout_topology and simulated_windows:
-            held_out = evaluate_universality(config, uci, epoch_callback(progress, "held-out topology", epochs))
+            held_out = evaluate_universality(config, None if simulated_only else uci,
+                                             epoch_callback(progress, "held-out topology", epochs))
     existing = out / "report.json"
     previous = json.loads(existing.read_text(encoding="utf-8")) if merge and existing.exists() else {}
     # A report may be assembled from several runs (e.g. one per split); each run's command is kept.
@@ -118,7 +119,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
         "duration_s": previous.get("duration_s", 0.0) + watch.seconds(),
         "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
-                              "simulated_pool": simulated_pool, "holdout_topology": holdout_topology},
+                              "simulated_pool": simulated_pool, "holdout_topology": holdout_topology,
+                              "uci_in_universality": not simulated_only},
                    "max_folds": max_folds, "jobs": jobs},
         "splits": results,
         "universality": held_out,

@@ -239,8 +239,9 @@ def evaluate_universality(config: EvaluationConfig, data: UciData | None,
     recipe = config.recipe
     if not recipe.holdout_topology or recipe.simulated_windows <= 0:
         return None
+    without_uci = "" if data is not None else "-simulated-only"
     cache = (config.cache_dir / f"universality-{recipe.holdout_topology}-{UNIVERSALITY_TEST_WINDOWS}-v2-"
-             f"{recipe_fingerprint(recipe)}.json") if config.cache_dir else None
+             f"{recipe_fingerprint(recipe)}{without_uci}.json") if config.cache_dir else None
     if cache is not None and cache.exists():
         cached: dict[str, object] = json.loads(cache.read_text(encoding="utf-8"))
         return cached
@@ -262,7 +263,7 @@ def _universality(config: EvaluationConfig, data: UciData | None,
     ((topology, batch),) = simulated_batches(test_recipe, recipe.train.seed + 7919, [recipe.holdout_topology])
     ((_, commissioning),) = simulated_batches(test_recipe, recipe.train.seed + 4241, [recipe.holdout_topology])
     norm.add_baselines(topology.id, list(commissioning.sensor_names), np.asarray(commissioning.series))
-    result: dict[str, object] = {"holdout_topology": recipe.holdout_topology,
+    result: dict[str, object] = {"holdout_topology": recipe.holdout_topology, "uci_cycles": len(cycles),
                                  **detection_scores(model, norm, topology, batch, recipe, config.anomaly_threshold)}
     seen = recipe.training_topologies()[:1]
     if seen:
