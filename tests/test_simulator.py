@@ -315,3 +315,41 @@ def test_gradient_boosting_detections_learn_each_type_and_keep_constant_ones() -
     assert detected.shape == (200, len(ANOMALY_TYPES))
     assert (detected[:, 0] == (test[:, 2] > 0.3)).mean() > 0.95
     assert not detected[:, 2:].any()
+
+
+def test_machine_variants_are_other_machine_models_of_the_same_kind() -> None:
+    from hydrodiag.training.simulator.variants import machine_variants, removable
+
+    excavator = TEMPLATES["excavator"]
+    assert removable(excavator) == ["accumulator_pilot"]  # a leaf on a branch line; actuators return oil
+    variants = machine_variants(excavator, 8, seed=3)
+    assert variants[0] is excavator and len({v.id for v in variants}) == 8
+    assert variants == machine_variants(excavator, 8, seed=3)  # seeded
+    lost = [v for v in variants if len(v.components) < len(excavator.components)]
+    assert 0 < len(lost) < 8  # some variants lack the accumulator, with its edges and sensors
+    for variant in lost:
+        assert "accumulator_pilot" not in {c.id for c in variant.components}
+        assert all("accumulator_pilot" not in (e.source, e.target) for e in variant.edges)
+        assert all(s.component != "accumulator_pilot" for s in variant.sensors)
+    # Same readings, same faults drawn: only the machine model differs, so the windows do.
+    pressure = excavator.sensors[0].name
+    levels = []
+    for topology in variants[:3]:
+        batch = simulate(topology, 40, seed=5, fault_fraction=0.0)
+        levels.append(float(np.asarray(batch.series)[:, list(batch.sensor_names).index(pressure)].mean()))
+    assert len({round(level, 3) for level in levels}) == 3
+    assert np.isfinite(levels).all()
+
+
+def test_a_recipe_with_variants_trains_on_every_machine_model_with_its_own_baselines() -> None:
+    from hydrodiag.training.recipe import Recipe, build_training_set
+    from hydrodiag.training.train import TrainConfig
+
+    recipe = Recipe(train=TrainConfig(epochs=1), simulated_windows=12, simulated_pool=24, topology_variants=3,
+                    holdout_topology="crane")
+    training, norm = build_training_set(recipe, None, np.array([], dtype=np.int64))
+    assert [len(pool) for pool in training.pools] == [8] * 6  # 2 topologies x 3 variants, 24 / 3 each
+    assert training.epoch_size() == 24  # 12 per topology and epoch, as without variants
+    sources = {g.source for g in training.epoch(0)}
+    assert sources == {f"sim:{t}{v}" for t in ("excavator", "press") for v in ("", ".v1", ".v2")}
+    assert {key.split("/")[0] for key in norm.baselines} >= {"excavator.v1", "press.v2"}

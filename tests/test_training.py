@@ -141,12 +141,13 @@ def test_evaluate_simulated_only_trains_the_held_out_topology_model_without_uci(
                                                                               tmp_path: Path) -> None:
     out = tmp_path / "sim-only"
     args = ("evaluate", "--data", str(data_dir), "--out", str(out), "--epochs", "1", "--jobs", "1",
-            "--simulated-windows", "16", "--simulated-only")
+            "--simulated-windows", "16", "--simulated-only", "--topology-variants", "2")
     refused = subprocess.run([sys.executable, "-m", "hydrodiag.cli", *args], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--simulated-only" in refused.stderr  # the UCI splits need UCI cycles
     run_cli(*args, "--splits", "")
     report = json.loads((out / "report.json").read_text())
     assert report["splits"] == {} and report["universality"]["uci_cycles"] == 0
+    assert report["config"]["recipe"]["topology_variants"] == 2  # two machine models per training topology
     assert "simulated machines alone" in (out / "REPORT.md").read_text()
     # Its cache never stands in for the same recipe trained with UCI.
     assert [p.name.endswith("-simulated-only.json") for p in (out / ".folds").glob("universality-*")] == [True]

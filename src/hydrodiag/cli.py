@@ -26,6 +26,9 @@ SensorDropout = Annotated[float, typer.Option(min=0.0, max=0.9,
                                               help="Share of sensors hidden from each training sample.")]
 AnomalyBalance = Annotated[float, typer.Option(
     min=1.0, help="Cap of the weight of a present anomaly type against an absent one (1 = unweighted).")]
+TopologyVariants = Annotated[int, typer.Option(
+    min=1, max=100, help="Machine models per simulated training topology: the template and variants with their own "
+                         "design values, sharing its windows (1 = the templates only).")]
 RawTiming = Annotated[bool, typer.Option(help="Also read each window at full time resolution (model option).")]
 
 
@@ -35,6 +38,14 @@ def checked_pool(pool: int, windows: int) -> int:
         raise typer.BadParameter(f"{pool} is fewer than --simulated-windows ({windows}); use 0 or at least that",
                                  param_hint="--simulated-pool")
     return pool
+
+
+def checked_variants(variants: int, windows: int) -> int:
+    """--topology-variants: each variant needs at least one of the epoch's --simulated-windows."""
+    if variants > 1 and variants > windows:
+        raise typer.BadParameter(f"{variants} variants cannot share {windows} --simulated-windows",
+                                 param_hint="--topology-variants")
+    return variants
 
 
 @app.command()
@@ -67,15 +78,18 @@ def train(
     sensor_dropout: SensorDropout = 0.0,
     raw_timing: RawTiming = False,
     anomaly_balance: AnomalyBalance = 1.0,
+    topology_variants: TopologyVariants = 1,
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
-    from hydrodiag.cli_support import run_training
+    from hydrodiag.cli_support import recipe_from_options, run_training
 
-    run_training(data=data, out=out, epochs=epochs, seed=seed, exclude=exclude,
-                 simulated_windows=simulated_windows, simulated_pool=checked_pool(simulated_pool, simulated_windows),
-                 holdout_topology=holdout_topology, model_version=model_version, metrics=metrics,
-                 limit_cycles=limit_cycles, threads=threads, average_last=average_last,
-                 sensor_dropout=sensor_dropout, raw_timing=raw_timing, anomaly_balance=anomaly_balance)
+    recipe = recipe_from_options(
+        epochs=epochs, seed=seed, threads=threads, simulated_windows=simulated_windows,
+        simulated_pool=checked_pool(simulated_pool, simulated_windows), holdout_topology=holdout_topology,
+        average_last=average_last, sensor_dropout=sensor_dropout, raw_timing=raw_timing,
+        anomaly_balance=anomaly_balance, topology_variants=checked_variants(topology_variants, simulated_windows))
+    run_training(data=data, out=out, recipe=recipe, exclude=exclude, model_version=model_version, metrics=metrics,
+                 limit_cycles=limit_cycles)
 
 
 @app.command()
@@ -100,20 +114,22 @@ def evaluate(
     sensor_dropout: SensorDropout = 0.0,
     raw_timing: RawTiming = False,
     anomaly_balance: AnomalyBalance = 1.0,
+    topology_variants: TopologyVariants = 1,
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
-    from hydrodiag.cli_support import run_evaluation
+    from hydrodiag.cli_support import recipe_from_options, run_evaluation
 
     split_names = [s for s in splits.split(",") if s]
     if simulated_only and (split_names or not universality):
         raise typer.BadParameter("trains only the held-out-topology model: use it with --splits '' and --universality",
                                  param_hint="--simulated-only")
-    run_evaluation(data=data, out=out, epochs=epochs, seed=seed, simulated_windows=simulated_windows,
-                   simulated_pool=checked_pool(simulated_pool, simulated_windows),
-                   holdout_topology=holdout_topology, max_folds=max_folds,
-                   splits=split_names, jobs=jobs, attach_to=attach_to, merge=merge,
-                   universality=universality, simulated_only=simulated_only, average_last=average_last,
-                   sensor_dropout=sensor_dropout, raw_timing=raw_timing, anomaly_balance=anomaly_balance)
+    recipe = recipe_from_options(
+        epochs=epochs, seed=seed, simulated_windows=simulated_windows,
+        simulated_pool=checked_pool(simulated_pool, simulated_windows), holdout_topology=holdout_topology,
+        average_last=average_last, sensor_dropout=sensor_dropout, raw_timing=raw_timing,
+        anomaly_balance=anomaly_balance, topology_variants=checked_variants(topology_variants, simulated_windows))
+    run_evaluation(data=data, out=out, recipe=recipe, max_folds=max_folds, splits=split_names, jobs=jobs,
+                   attach_to=attach_to, merge=merge, universality=universality, simulated_only=simulated_only)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,26 @@ def epoch_callback(progress: Progress, description: str, epochs: int) -> Progres
     return update
 
 
-def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path | None, simulated_windows: int,
-                 holdout_topology: str | None, model_version: str, metrics: Path | None, limit_cycles: int,
-                 threads: int = 0, average_last: float = 0.0, sensor_dropout: float = 0.0,
-                 raw_timing: bool = False, simulated_pool: int = 0, anomaly_balance: float = 1.0) -> None:
+def recipe_from_options(*, epochs: int, seed: int, simulated_windows: int, simulated_pool: int,
+                        holdout_topology: str | None, threads: int = 0, average_last: float = 0.0,
+                        sensor_dropout: float = 0.0, raw_timing: bool = False, anomaly_balance: float = 1.0,
+                        topology_variants: int = 1) -> Recipe:
+    """The recipe `train` and `evaluate` share: one place, so an evaluated recipe is the trained one."""
+    return Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=threads, average_last=average_last,
+                                    sensor_dropout=sensor_dropout, anomaly_balance=anomaly_balance,
+                                    model=ModelConfig(raw_timing=raw_timing)),
+                  simulated_windows=simulated_windows, simulated_pool=simulated_pool,
+                  holdout_topology=holdout_topology, topology_variants=topology_variants)
+
+
+def run_training(*, data: Path, out: Path, recipe: Recipe, exclude: Path | None, model_version: str,
+                 metrics: Path | None, limit_cycles: int) -> None:
     uci = load_uci(data)
     excluded = read_exclude_file(exclude) if exclude else set()
     cycles = np.array([i for i in range(uci.num_cycles) if i not in excluded], dtype=np.int64)
     if limit_cycles:
         cycles = cycles[:limit_cycles]
-    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=threads, average_last=average_last,
-                                      sensor_dropout=sensor_dropout, anomaly_balance=anomaly_balance,
-                                      model=ModelConfig(raw_timing=raw_timing)),
-                    simulated_windows=simulated_windows, simulated_pool=simulated_pool,
-                    holdout_topology=holdout_topology)
+    epochs = recipe.train.epochs
     with progress_bar() as progress:
         checkpoint = train_checkpoint(recipe, uci, cycles, model_version, data_label=Path(data).name,
                                       excluded=len(excluded), progress=epoch_callback(progress, "training", epochs))
@@ -61,11 +68,9 @@ def run_training(*, data: Path, out: Path, epochs: int, seed: int, exclude: Path
                   f"{checkpoint.training['duration_s']} s)")
 
 
-def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_windows: int,
-                   holdout_topology: str | None, max_folds: int | None, splits: list[str], jobs: int,
+def run_evaluation(*, data: Path, out: Path, recipe: Recipe, max_folds: int | None, splits: list[str], jobs: int,
                    attach_to: Path | None = None, merge: bool = False, universality: bool = True,
-                   simulated_only: bool = False, average_last: float = 0.0, sensor_dropout: float = 0.0,
-                   raw_timing: bool = False, simulated_pool: int = 0, anomaly_balance: float = 1.0) -> None:
+                   simulated_only: bool = False) -> None:
     import platform
     import sys
 
@@ -85,11 +90,9 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
     uci = load_uci(data)
     # One torch thread per training process: on a small machine several single-threaded trainings
     # beat multi-threaded ones whose threads spin while waiting for each other.
-    recipe = Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=1, average_last=average_last,
-                                      sensor_dropout=sensor_dropout, anomaly_balance=anomaly_balance,
-                                      model=ModelConfig(raw_timing=raw_timing)),
-                    simulated_windows=simulated_windows, simulated_pool=simulated_pool,
-                    holdout_topology=holdout_topology)
+    recipe = replace(recipe, train=replace(recipe.train, threads=1))
+    epochs, seed = recipe.train.epochs, recipe.train.seed
+    simulated_windows, holdout_topology = recipe.simulated_windows, recipe.holdout_topology
     config = EvaluationConfig(recipe=recipe, max_folds=max_folds, cache_dir=out / ".folds")
     results = {}
     with progress_bar() as progress:
@@ -119,8 +122,8 @@ def run_evaluation(*, data: Path, out: Path, epochs: int, seed: int, simulated_w
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.python_version()}",
         "duration_s": previous.get("duration_s", 0.0) + watch.seconds(),
         "config": {"recipe": {"train": recipe.train.to_dict(), "simulated_windows": simulated_windows,
-                              "simulated_pool": simulated_pool, "holdout_topology": holdout_topology,
-                              "uci_in_universality": not simulated_only},
+                              "simulated_pool": recipe.simulated_pool, "holdout_topology": holdout_topology,
+                              "topology_variants": recipe.topology_variants, "uci_in_universality": not simulated_only},
                    "max_folds": max_folds, "jobs": jobs},
         "splits": results,
         "universality": held_out,

@@ -51,6 +51,8 @@ def recipe_fingerprint(recipe: Recipe) -> str:
     fields: dict[str, object] = {
         "train": train, "sim": recipe.simulated_windows, "topologies": recipe.training_topologies(),
         "baseline_dropout": recipe.baseline_dropout, "features": [SERIES_CHANNELS, STAT_FEATURES, FEATURE_VERSION]}
+    if recipe.topology_variants > 1:  # as the pool: only when set
+        fields["variants"] = recipe.topology_variants
     if recipe.simulated_pool:  # only when set, so that caches of recipes without a pool keep their names
         fields["sim_pool"] = recipe.simulated_pool
     text = json.dumps(fields, sort_keys=True)

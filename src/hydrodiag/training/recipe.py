@@ -22,6 +22,7 @@ from hydrodiag.training.datasets.simulated import add_simulated_norm_values, sim
 from hydrodiag.training.datasets.uci import UciData, add_uci_norm_values, uci_graphs
 from hydrodiag.training.samples import NormValues
 from hydrodiag.training.simulator import SimulatedBatch, simulate
+from hydrodiag.training.simulator.variants import machine_variants
 from hydrodiag.training.train import ProgressCallback, Stopwatch, TrainConfig, TrainingSet, fit
 
 SIMULATED_TOPOLOGIES: tuple[str, ...] = ("excavator", "press", "crane")
@@ -42,6 +43,9 @@ class Recipe:
     # Share of training samples shown without their machine's baselines, so that the model also
     # serves machines whose baselines are not known yet.
     baseline_dropout: float = 0.2
+    # Machine models per simulated training topology (training.simulator.variants): the template and
+    # variants with their own design values, sharing its simulated windows. 1 = the templates only.
+    topology_variants: int = 1
 
     def training_topologies(self) -> list[str]:
         return [t for t in self.simulated_topologies if t != self.holdout_topology]
@@ -77,6 +81,26 @@ def simulated_batches(recipe: Recipe, seed: int,
     return pairs
 
 
+def training_batches(recipe: Recipe, seed: int) -> list[tuple[Topology, SimulatedBatch]]:
+    """The recipe's simulated training pools: per training topology, one per machine variant, each
+    with an equal share of the topology's windows (the template alone: `simulated_batches`)."""
+    pooled = replace(recipe, simulated_windows=recipe.pool_windows())
+    if recipe.topology_variants <= 1:
+        return simulated_batches(pooled, seed)
+    if not 1 < recipe.topology_variants <= min(100, recipe.simulated_windows):
+        raise ValueError(f"topology_variants ({recipe.topology_variants}) must lie in 1..100 and not exceed "
+                         f"simulated_windows ({recipe.simulated_windows})")
+    registry = TopologyRegistry()
+    share = recipe.pool_windows() // recipe.topology_variants
+    pairs = []
+    for offset, topology_id in enumerate(recipe.training_topologies()):
+        variants = machine_variants(registry.get(topology_id), recipe.topology_variants, seed=seed * 1000 + offset)
+        for k, variant in enumerate(variants):
+            # Variant 0 is the template with the template's own seed, as without variants.
+            pairs.append((variant, simulate(variant, share, seed=seed * 1000 + offset + 10 * k)))
+    return pairs
+
+
 def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) -> tuple[TrainingSet, NormStats]:
     """Labelled graphs of UCI `cycles` (in every epoch) plus a pool of simulated windows per training
     topology (each epoch takes the next `simulated_windows` of it), and their normalisation, fitted
@@ -87,7 +111,7 @@ def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) 
     values = NormValues.empty()
     if uci is not None and len(cycles):
         add_uci_norm_values(values, uci, cycles)
-    sims = simulated_batches(replace(recipe, simulated_windows=recipe.pool_windows()), recipe.train.seed)
+    sims = training_batches(recipe, recipe.train.seed)
     for topology, batch in sims:
         add_simulated_norm_values(values, batch, topology)
     norm = values.fit()
@@ -102,7 +126,8 @@ def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) 
         fixed = uci_graphs(uci, cycles, norm, window, dropped(len(cycles)))
     pools = [simulated_graphs(batch, topology, norm, window, dropped(len(batch.system_health)))
              for topology, batch in sims]
-    return TrainingSet(fixed, pools, recipe.simulated_windows if pools else 0), norm
+    per_epoch = recipe.simulated_windows // max(1, recipe.topology_variants)
+    return TrainingSet(fixed, pools, per_epoch if pools else 0), norm
 
 
 def git_commit() -> str | None:
@@ -134,6 +159,8 @@ def train_checkpoint(recipe: Recipe, uci: UciData | None, cycles: np.ndarray, mo
         "git_commit": git_commit(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if recipe.topology_variants > 1:
+        training["topology_variants"] = recipe.topology_variants
     if recipe.simulated_pool:
         training["simulated_pool_per_topology"] = recipe.simulated_pool
         training["distinct_graphs"] = training_set.distinct()
