@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,21 +82,20 @@ def simulated_batches(recipe: Recipe, seed: int,
 
 
 def training_batches(recipe: Recipe, seed: int) -> list[tuple[Topology, SimulatedBatch]]:
-    """The recipe's simulated training pools: per training topology, one per machine variant, each
-    with an equal share of the topology's windows (the template alone: `simulated_batches`)."""
-    pooled = replace(recipe, simulated_windows=recipe.pool_windows())
-    if recipe.topology_variants <= 1:
-        return simulated_batches(pooled, seed)
-    if not 1 < recipe.topology_variants <= min(100, recipe.simulated_windows):
-        raise ValueError(f"topology_variants ({recipe.topology_variants}) must lie in 1..100 and not exceed "
+    """The recipe's simulated training pools: per training topology, one per machine variant (the
+    template alone without variants), each with an equal share of the topology's windows."""
+    variants = recipe.topology_variants
+    if variants > min(100, max(1, recipe.simulated_windows)):
+        raise ValueError(f"topology_variants ({variants}) must lie in 1..100 and not exceed "
                          f"simulated_windows ({recipe.simulated_windows})")
+    if recipe.simulated_windows <= 0:
+        return []
     registry = TopologyRegistry()
-    share = recipe.pool_windows() // recipe.topology_variants
+    share = recipe.pool_windows() // variants
     pairs = []
     for offset, topology_id in enumerate(recipe.training_topologies()):
-        variants = machine_variants(registry.get(topology_id), recipe.topology_variants, seed=seed * 1000 + offset)
-        for k, variant in enumerate(variants):
-            # Variant 0 is the template with the template's own seed, as without variants.
+        for k, variant in enumerate(machine_variants(registry.get(topology_id), variants, seed=seed * 1000 + offset)):
+            # Variant 0 is the template with the seed `simulated_batches` gives it.
             pairs.append((variant, simulate(variant, share, seed=seed * 1000 + offset + 10 * k)))
     return pairs
 
@@ -126,8 +125,7 @@ def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) 
         fixed = uci_graphs(uci, cycles, norm, window, dropped(len(cycles)))
     pools = [simulated_graphs(batch, topology, norm, window, dropped(len(batch.system_health)))
              for topology, batch in sims]
-    per_epoch = recipe.simulated_windows // max(1, recipe.topology_variants)
-    return TrainingSet(fixed, pools, per_epoch if pools else 0), norm
+    return TrainingSet(fixed, pools, recipe.simulated_windows // recipe.topology_variants if pools else 0), norm
 
 
 def git_commit() -> str | None:
