@@ -108,6 +108,11 @@ class NormStats:
             self.baselines[baseline_key(topology_id, name)] = _mean_std([windows[:, j]])
         self._baseline_cache.clear()
 
+    def without_machines(self, topology_ids: set[str]) -> NormStats:
+        """A copy lacking the baselines of `topology_ids` (machines that exist only in training)."""
+        kept = {k: v for k, v in self.baselines.items() if k.split("/", 1)[0] not in topology_ids}
+        return NormStats(mean=dict(self.mean), std=dict(self.std), baselines=kept)
+
     def baseline_arrays(self, topology_id: str, sensor_names: list[str]) -> Baseline:
         """Mean, std and known (1/0) per sensor; unknown sensors get (0, 1, 0). Shared: do not modify."""
         key = (topology_id, tuple(sensor_names))

@@ -125,7 +125,11 @@ def build_training_set(recipe: Recipe, uci: UciData | None, cycles: np.ndarray) 
         fixed = uci_graphs(uci, cycles, norm, window, dropped(len(cycles)))
     pools = [simulated_graphs(batch, topology, norm, window, dropped(len(batch.system_health)))
              for topology, batch in sims]
-    return TrainingSet(fixed, pools, recipe.simulated_windows // recipe.topology_variants if pools else 0), norm
+    # Machine variants exist only in training (their graphs are encoded above); a checkpoint keeps
+    # the baselines of the machines users can name, not 100 invented ones per template.
+    variant_ids = {topology.id for topology, _ in sims} - set(recipe.training_topologies())
+    per_epoch = recipe.simulated_windows // recipe.topology_variants if pools else 0
+    return TrainingSet(fixed, pools, per_epoch), norm.without_machines(variant_ids)
 
 
 def git_commit() -> str | None:
