@@ -322,3 +322,39 @@ def test_an_ensemble_is_scored_on_the_mean_of_its_runs(data_dir: Path, tmp_path:
                               "--run", str(tmp_path / "high"), "--run", str(tmp_path / "nothing")],
                              capture_output=True, text=True, timeout=120, check=False)
     assert missing.returncode == 2 and "no fold" in missing.stderr
+
+
+def test_a_health_finetuning_stage_changes_the_health_heads_only_and_all_changes_every_weight() -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from hydrodiag.cli_support import recipe_from_options
+    from hydrodiag.training.evaluate import recipe_fingerprint
+    from hydrodiag.training.recipe import Recipe, build_training_set
+    from hydrodiag.training.train import TrainConfig, TrainingSet, fit
+
+    config = TrainConfig(epochs=2, batch_size=8, threads=1)
+    pooled, _ = build_training_set(Recipe(train=config, simulated_windows=8, holdout_topology="crane"), None,
+                                   np.array([], dtype=np.int64))
+    # The excavator's windows stand in for the UCI cycles (the fixed graphs the last stage trains on).
+    training = TrainingSet(fixed=pooled.pools[0], pools=pooled.pools[1:], per_epoch=8)
+    main_stage = fit(training, config).state_dict()
+    epochs_seen: list[tuple[int, int]] = []
+    health = fit(training, replace(config, finetune_epochs=2, finetune_scope="health"),
+                 progress=lambda epoch, total, _loss: epochs_seen.append((epoch, total))).state_dict()
+    assert epochs_seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    changed = {name for name, value in health.items() if not torch.equal(value, main_stage[name])}
+    assert changed and all(name.startswith(("component_health_head.", "system_health_head.")) for name in changed)
+    everything = fit(training, replace(config, finetune_epochs=2, finetune_scope="all")).state_dict()
+    assert not torch.equal(everything["temporal.project.0.weight"], main_stage["temporal.project.0.weight"])
+
+    with pytest.raises(ValueError, match="fixed graphs"):  # simulated-only training has no UCI cycles to tune on
+        fit(TrainingSet([], pooled.pools, 8), replace(config, finetune_epochs=1))
+    with pytest.raises(ValueError, match="finetune_scope"):
+        TrainConfig(finetune_scope="heads")
+    # Evaluation caches: a recipe without the stage keeps the name it had before the option existed.
+    shipped = recipe_from_options(epochs=120, seed=0, simulated_windows=100, simulated_pool=0,
+                                  holdout_topology="crane", sensor_dropout=0.15, raw_timing=True)
+    assert recipe_fingerprint(shipped) == "3f14b56e40fa"
+    assert recipe_fingerprint(replace(shipped, train=replace(shipped.train, finetune_epochs=5))) != "3f14b56e40fa"

@@ -29,6 +29,11 @@ AnomalyBalance = Annotated[float, typer.Option(
 TopologyVariants = Annotated[int, typer.Option(
     min=1, max=100, help="Machine models per simulated training topology: the template and variants with their own "
                          "design values, sharing its windows (1 = the templates only).")]
+FinetuneEpochs = Annotated[int, typer.Option(
+    min=0, help="A last stage of this many epochs on the UCI cycles alone, at a falling rate (0 = none).")]
+FinetuneScope = Annotated[str, typer.Option(
+    help="What the last stage trains: 'health' (the health heads; anomaly outputs stay as they were) or 'all'.")]
+FinetuneLr = Annotated[float, typer.Option("--finetune-lr", min=0.0, help="Starting rate of the last stage.")]
 RawTiming = Annotated[bool, typer.Option(help="Also read each window at full time resolution (model option).")]
 
 
@@ -46,6 +51,15 @@ def checked_variants(variants: int, windows: int) -> int:
         raise typer.BadParameter(f"{variants} variants cannot share {windows} --simulated-windows",
                                  param_hint="--topology-variants")
     return variants
+
+
+def checked_scope(scope: str) -> str:
+    """--finetune-scope: one of the scopes the training loop knows."""
+    from hydrodiag.training.train import FINETUNE_SCOPES
+
+    if scope not in FINETUNE_SCOPES:
+        raise typer.BadParameter(f"'{scope}' is not one of {', '.join(FINETUNE_SCOPES)}", param_hint="--finetune-scope")
+    return scope
 
 
 @app.command()
@@ -79,6 +93,9 @@ def train(
     raw_timing: RawTiming = False,
     anomaly_balance: AnomalyBalance = 1.0,
     topology_variants: TopologyVariants = 1,
+    finetune_epochs: FinetuneEpochs = 0,
+    finetune_scope: FinetuneScope = "health",
+    finetune_lr: FinetuneLr = 1e-3,
 ) -> None:
     """Train the UniversalTemporalGNN on UCI cycles (plus optional simulated machines)."""
     from hydrodiag.cli_support import recipe_from_options, run_training
@@ -87,7 +104,9 @@ def train(
         epochs=epochs, seed=seed, threads=threads, simulated_windows=simulated_windows,
         simulated_pool=checked_pool(simulated_pool, simulated_windows), holdout_topology=holdout_topology,
         average_last=average_last, sensor_dropout=sensor_dropout, raw_timing=raw_timing,
-        anomaly_balance=anomaly_balance, topology_variants=checked_variants(topology_variants, simulated_windows))
+        anomaly_balance=anomaly_balance, topology_variants=checked_variants(topology_variants, simulated_windows),
+        finetune_epochs=finetune_epochs, finetune_scope=checked_scope(finetune_scope),
+        finetune_learning_rate=finetune_lr)
     run_training(data=data, out=out, recipe=recipe, exclude=exclude, model_version=model_version, metrics=metrics,
                  limit_cycles=limit_cycles)
 
@@ -115,6 +134,9 @@ def evaluate(
     raw_timing: RawTiming = False,
     anomaly_balance: AnomalyBalance = 1.0,
     topology_variants: TopologyVariants = 1,
+    finetune_epochs: FinetuneEpochs = 0,
+    finetune_scope: FinetuneScope = "health",
+    finetune_lr: FinetuneLr = 1e-3,
 ) -> None:
     """Cross-validate the training recipe on UCI (and a held-out simulated machine); write a report."""
     from hydrodiag.cli_support import recipe_from_options, run_evaluation
@@ -127,7 +149,9 @@ def evaluate(
         epochs=epochs, seed=seed, simulated_windows=simulated_windows,
         simulated_pool=checked_pool(simulated_pool, simulated_windows), holdout_topology=holdout_topology,
         average_last=average_last, sensor_dropout=sensor_dropout, raw_timing=raw_timing,
-        anomaly_balance=anomaly_balance, topology_variants=checked_variants(topology_variants, simulated_windows))
+        anomaly_balance=anomaly_balance, topology_variants=checked_variants(topology_variants, simulated_windows),
+        finetune_epochs=finetune_epochs, finetune_scope=checked_scope(finetune_scope),
+        finetune_learning_rate=finetune_lr)
     run_evaluation(data=data, out=out, recipe=recipe, max_folds=max_folds, splits=split_names, jobs=jobs,
                    attach_to=attach_to, merge=merge, universality=universality, simulated_only=simulated_only)
 

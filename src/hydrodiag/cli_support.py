@@ -41,10 +41,13 @@ def epoch_callback(progress: Progress, description: str, epochs: int) -> Progres
 def recipe_from_options(*, epochs: int, seed: int, simulated_windows: int, simulated_pool: int,
                         holdout_topology: str | None, threads: int = 0, average_last: float = 0.0,
                         sensor_dropout: float = 0.0, raw_timing: bool = False, anomaly_balance: float = 1.0,
-                        topology_variants: int = 1) -> Recipe:
+                        topology_variants: int = 1, finetune_epochs: int = 0, finetune_scope: str = "health",
+                        finetune_learning_rate: float = 1e-3) -> Recipe:
     """The recipe `train` and `evaluate` share: one place, so an evaluated recipe is the trained one."""
     return Recipe(train=TrainConfig(epochs=epochs, seed=seed, threads=threads, average_last=average_last,
                                     sensor_dropout=sensor_dropout, anomaly_balance=anomaly_balance,
+                                    finetune_epochs=finetune_epochs, finetune_scope=finetune_scope,
+                                    finetune_learning_rate=finetune_learning_rate,
                                     model=ModelConfig(raw_timing=raw_timing)),
                   simulated_windows=simulated_windows, simulated_pool=simulated_pool,
                   holdout_topology=holdout_topology, topology_variants=topology_variants)

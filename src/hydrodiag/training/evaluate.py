@@ -48,6 +48,9 @@ def recipe_fingerprint(recipe: Recipe) -> str:
     train = recipe.train.to_dict()
     if train["anomaly_balance"] == 1.0:  # the default leaves the fingerprints of earlier recipes as they were
         del train["anomaly_balance"]
+    if not train["finetune_epochs"]:  # likewise without a fine-tuning stage
+        for key in ("finetune_epochs", "finetune_scope", "finetune_learning_rate"):
+            del train[key]
     fields: dict[str, object] = {
         "train": train, "sim": recipe.simulated_windows, "topologies": recipe.training_topologies(),
         "baseline_dropout": recipe.baseline_dropout, "features": [SERIES_CHANNELS, STAT_FEATURES, FEATURE_VERSION]}

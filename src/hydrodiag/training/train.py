@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
@@ -20,6 +21,12 @@ from hydrodiag.features.graph import NODE_SENSOR
 from hydrodiag.model.gnn import ModelConfig, ModelOutput, UniversalTemporalGNN
 
 ProgressCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
+
+# What the last stage of `fit` trains (TrainConfig.finetune_scope): parameter-name prefixes, or all.
+FINETUNE_SCOPES: dict[str, tuple[str, ...] | None] = {
+    "health": ("component_health_head.", "system_health_head."),
+    "all": None,
+}
 
 
 @dataclass
@@ -81,7 +88,20 @@ class TrainConfig:
     # BCE). Types that only simulated machines show are present in a few windows among thousands of UCI
     # cycles that say they are absent, so unweighted they are learned as "never".
     anomaly_balance: float = 1.0
+    # A last stage on the fixed graphs alone (the UCI cycles), after the main schedule: a fresh AdamW
+    # whose rate falls from `finetune_learning_rate` to zero over `finetune_epochs`. It lets a model that
+    # learns many simulated machines give the real rig back the accuracy their share of the training
+    # takes from it. Scope "health" trains the health heads only (the anomaly probabilities, and with
+    # them every simulated-machine diagnosis, stay exactly as the main stage left them); "all" trains
+    # every weight. 0 epochs = no such stage.
+    finetune_epochs: int = 0
+    finetune_scope: str = "health"
+    finetune_learning_rate: float = 1e-3
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.finetune_scope not in FINETUNE_SCOPES:
+            raise ValueError(f"finetune_scope must be one of {sorted(FINETUNE_SCOPES)}, got '{self.finetune_scope}'")
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -163,43 +183,60 @@ def fit(data: TrainingSet | Sequence[Data], config: TrainConfig,
         torch.set_num_threads(config.threads)
     model = UniversalTemporalGNN(config.model)
     model.train()
+    if config.finetune_epochs and not training.fixed:
+        raise ValueError("finetune_epochs needs fixed graphs (UCI cycles) to fine-tune on")
+    # One shuffling generator across epochs: the same draws as a single loader iterated again.
     generator = torch.Generator().manual_seed(config.seed)
-
-    def loader(epoch: int) -> DataLoader:
-        # One shuffling generator across epochs: the same draws as a single loader iterated again.
-        return DataLoader(training.epoch(epoch), batch_size=config.batch_size, shuffle=True, generator=generator,
-                          exclude_keys=["source"])
-
     dropout_generator = torch.Generator().manual_seed(config.seed + 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = max(1, config.epochs * math.ceil(training.epoch_size() / config.batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
-                                                    pct_start=0.15)
     # Counted on the first epoch's graphs: a pool's share per epoch is drawn the same way every time.
     weights = anomaly_weights(training.epoch(0), config.anomaly_balance) if config.anomaly_balance > 1.0 else None
-    average_from = config.epochs - round(config.average_last * config.epochs)
-    averaged = AveragedModel(model) if average_from < config.epochs else None
-    for epoch in range(config.epochs):
+    epochs = config.epochs + config.finetune_epochs
+
+    def run_epoch(graphs: list[Data], optimizer: torch.optim.Optimizer, scheduler: LRScheduler) -> float:
         total, count = 0.0, 0
-        for batch in loader(epoch):
+        for batch in DataLoader(graphs, batch_size=config.batch_size, shuffle=True, generator=generator,
+                                exclude_keys=["source"]):
             optimizer.zero_grad(set_to_none=True)
             edges = without_some_sensors(batch, config.sensor_dropout, dropout_generator)
             out = model.forward_batch(batch) if edges is None else model(
                 batch.series, batch.stats, batch.node_kind, batch.node_type, *edges, batch.batch, int(batch.num_graphs))
             loss = diagnosis_loss(out, batch, config.health_weight, weights)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
             scheduler.step()
             total += float(loss.detach()) * batch.num_graphs
             count += batch.num_graphs
+        return total / max(count, 1)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps = max(1, config.epochs * math.ceil(training.epoch_size() / config.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps,
+                                                    pct_start=0.15)
+    average_from = config.epochs - round(config.average_last * config.epochs)
+    averaged = AveragedModel(model) if average_from < config.epochs else None
+    for epoch in range(config.epochs):
+        loss = run_epoch(training.epoch(epoch), optimizer, scheduler)
         if averaged is not None and epoch >= average_from:
             averaged.update_parameters(model)
         if progress:
-            progress(epoch + 1, config.epochs, total / max(count, 1))
+            progress(epoch + 1, epochs, loss)
     if averaged is not None:
         # LayerNorm only (no batch statistics), so the averaged weights need no re-estimation pass.
         model.load_state_dict(averaged.module.state_dict())
+    if config.finetune_epochs:
+        prefixes = FINETUNE_SCOPES[config.finetune_scope]
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(prefixes is None or name.startswith(prefixes))
+        tuned = [p for p in model.parameters() if p.requires_grad]
+        tuner = torch.optim.AdamW(tuned, lr=config.finetune_learning_rate, weight_decay=config.weight_decay)
+        falling = torch.optim.lr_scheduler.CosineAnnealingLR(
+            tuner, T_max=config.finetune_epochs * math.ceil(len(training.fixed) / config.batch_size))
+        for epoch in range(config.epochs, epochs):
+            loss = run_epoch(training.fixed, tuner, falling)
+            if progress:
+                progress(epoch + 1, epochs, loss)
+        model.requires_grad_(True)
     model.eval()
     return model
 
