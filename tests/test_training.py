@@ -118,7 +118,9 @@ def test_evaluate_smoke_writes_the_report(data_dir: Path, tmp_path: Path) -> Non
         target = split["targets"][name]
         assert 0.0 <= target["accuracy"] <= 1.0 and 0.0 <= target["baseline_rf_accuracy"] <= 1.0
         assert sum(map(sum, target["confusion"])) == split["cycles_tested"]
+        assert target["fold_accuracy"] == [target["accuracy"]]  # one fold: its accuracy is the split's
     assert "Combination-held-out" in (out / "REPORT.md").read_text()
+    assert "worst fold - best fold" in (out / "REPORT.md").read_text()
     held_out = report["universality"]
     assert held_out["holdout_topology"] == "crane" and set(held_out["per_type_f1"]) >= {"cavitation", "leakage"}
     assert held_out["uci_cycles"] == 2205  # the held-out-topology model learns every UCI cycle too
@@ -307,7 +309,7 @@ def test_an_ensemble_is_scored_on_the_mean_of_its_runs(data_dir: Path, tmp_path:
     assert result["folds"] == [1]
     ensemble, members = result["ensemble"], result["members"]
     assert ensemble["cycles_tested"] == len(test)
-    assert all(v["accuracy"] == 1.0 for v in ensemble["targets"].values())
+    assert all(v["accuracy"] == 1.0 and v["fold_accuracy"] == [1.0] for v in ensemble["targets"].values())
     assert all(m["targets"]["accumulator"]["accuracy"] < 0.9 for m in members)
     out = tmp_path / "ensemble.json"
     run_cli("ensemble", "--data", str(data_dir), "--run", str(tmp_path / "high"), "--run", str(tmp_path / "low"),
@@ -322,6 +324,29 @@ def test_an_ensemble_is_scored_on_the_mean_of_its_runs(data_dir: Path, tmp_path:
                               "--run", str(tmp_path / "high"), "--run", str(tmp_path / "nothing")],
                              capture_output=True, text=True, timeout=120, check=False)
     assert missing.returncode == 2 and "no fold" in missing.stderr
+
+
+def test_the_report_shows_a_fold_that_fails_behind_a_good_mean(data_dir: Path) -> None:
+    from hydrodiag.training.evaluate import EvaluationConfig, split_metrics
+    from hydrodiag.training.report import render_markdown
+
+    data = load_uci(data_dir)
+    folds = [test for _, test in split_folds(data, "combination_heldout_5fold", 0)]
+    health = np.stack([t.health(data.profile[:, t.column]) for t in TARGETS], axis=1)
+    health[folds[3], TARGETS.index(TARGET["accumulator"])] += 0.2  # fold 3 misreads the accumulator's grades
+    forest = {t.component: data.profile[:, t.column] for t in TARGETS}
+    result = split_metrics(EvaluationConfig(), data, folds, health, np.zeros_like(health),
+                           np.zeros((data.num_cycles, 9)), forest)
+    accumulator = result["targets"]["accumulator"]  # type: ignore[index]
+    assert accumulator["fold_accuracy"][3] < 0.8
+    assert [a for k, a in enumerate(accumulator["fold_accuracy"]) if k != 3] == [1.0] * 4
+    sizes = [len(test) for test in folds]
+    assert accumulator["accuracy"] == pytest.approx(np.average(accumulator["fold_accuracy"], weights=sizes))
+    assert result["targets"]["pump"]["fold_accuracy"] == [1.0] * 5  # type: ignore[index]
+    worst = 100 * accumulator["fold_accuracy"][3]
+    markdown = render_markdown({"command": "c", "machine": "m", "duration_s": 1.0, "config": {},
+                                "splits": {"combination_heldout_5fold": result}})
+    assert f"| accumulator | {100 * accumulator['accuracy']:.1f} % | {worst:.1f} % - 100.0 % |" in markdown
 
 
 def test_a_health_finetuning_stage_changes_the_health_heads_only_and_all_changes_every_weight() -> None:

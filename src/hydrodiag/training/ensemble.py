@@ -44,7 +44,7 @@ def score_ensemble(data: UciData, runs: list[Path], split: str = "combination_he
         raise ValueError(f"no fold of {split} is finished in every run ({', '.join(map(str, runs))})")
     members = [{k: folds[k] for k in shared} for folds in members]
     every_fold = split_folds(data, split, config.recipe.train.seed)
-    tested = np.concatenate([every_fold[k][1] for k in shared])
+    fold_tests = [every_fold[k][1] for k in shared]
     for run, folds in zip(runs, members, strict=True):
         if any(not np.array_equal(folds[k].test, every_fold[k][1]) for k in shared):
             raise ValueError(f"{run}: its {split} folds test other cycles than this data's folds")
@@ -57,6 +57,6 @@ def score_ensemble(data: UciData, runs: list[Path], split: str = "combination_he
         "split": split,
         "folds": [k + 1 for k in shared],
         "runs": [str(run) for run in runs],
-        "ensemble": split_metrics(config, data, tested, health, anomaly, system, forest, len(shared)),
-        "members": [split_metrics(config, data, tested, p[0], p[1], p[2], forest, len(shared)) for p in predictions],
+        "ensemble": split_metrics(config, data, fold_tests, health, anomaly, system, forest),
+        "members": [split_metrics(config, data, fold_tests, p[0], p[1], p[2], forest) for p in predictions],
     }
