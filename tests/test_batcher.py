@@ -108,3 +108,39 @@ async def test_under_load_the_next_pass_waits_up_to_max_wait_to_fill() -> None:
     assert stages.passes == [[0], [1, 2, 3, 4]]
     assert await asyncio.gather(second, *late, last) == [2, 4, 6, 8]
     await batcher.close()
+
+
+async def test_a_long_queue_is_split_so_answers_flow_while_the_model_runs_the_rest() -> None:
+    gate = threading.Event()
+    stages = Recorder(gate)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(stages, batch_size=8, max_queue_size=64, pipeline_min_batch=3)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 21)]  # 20 queued behind the first pass
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await first == 0 and await asyncio.gather(*rest) == [2 * i for i in range(1, 21)]
+    # Half the queue per pass (at most batch_size, at least pipeline_min_batch), in order, nothing lost.
+    assert [len(p) for p in stages.passes] == [1, 8, 6, 3, 3]
+    assert [x for p in stages.passes for x in p] == list(range(21))
+    await batcher.close()
+
+
+@pytest.mark.parametrize(("queued", "floor", "wait_ms", "passes"), [
+    (5, 5, 0.0, [1, 5]),  # no longer than the floor: one pass
+    (10, 2, 50.0, [1, 8, 2]),  # MAX_WAIT_MS asks for full batches: no split
+])
+async def test_short_queues_and_filling_batches_are_not_split(queued: int, floor: int, wait_ms: float,
+                                                              passes: list[int]) -> None:
+    gate = threading.Event()
+    stages = Recorder(gate)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(stages, batch_size=8, max_queue_size=64,
+                                                       pipeline_min_batch=floor, max_wait_ms=wait_ms)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, queued + 1)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, *rest)
+    assert [len(p) for p in stages.passes] == passes
+    await batcher.close()

@@ -60,8 +60,9 @@ async def test_simultaneous_predictions_share_forward_passes(engine: InferenceEn
     assert [r.equipment_id for r in responses] == [f"eq-{i}" for i in range(64)]
     stats = engine.get_stats()
     # The first request finds the model idle and goes at once, alone; the other 63, queued while it
-    # computes, follow in full batches of batch_size 32 (and the remaining 31).
-    assert stats["requests"] == 64 and stats["batches"] == 3 and stats["max_batch_size_seen"] == 32
+    # computes, follow in passes of half the queue (PIPELINE_MIN_BATCH 8) at most batch_size 32:
+    # 32, then 16 of the remaining 31, 8 of 15, the last 7.
+    assert stats["requests"] == 64 and stats["batches"] == 5 and stats["max_batch_size_seen"] == 32
 
 
 async def test_batched_and_single_results_agree(engine: InferenceEngine, uci: UciCycles) -> None:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
 
     # Batching
     batch_size: int = Field(32, ge=1, le=4096)
+    pipeline_min_batch: int = Field(
+        8, ge=0, le=4096, description="A queue longer than this is split: the next pass takes half of it, at least "
+        "this many, so answers flow while the model runs the rest; 0 = every pass takes up to BATCH_SIZE. Ignored "
+        "with MAX_WAIT_MS > 0.")
     max_queue_size: int = Field(256, ge=1)
     max_wait_ms: float = Field(0.0, ge=0.0, le=10_000.0)
     use_dynamic_batching: bool = True

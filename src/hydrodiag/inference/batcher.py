@@ -1,11 +1,15 @@
 """Dynamic batching: concurrent submissions share forward passes.
 
 Rule: whenever the model is free, everything queued at that moment (up to `batch_size`) goes into
-one pass. A request that arrives while the model is idle is therefore dispatched at once, from
-inside its own submit call; requests that arrive during a pass wait only for that pass and then go
-together. `max_wait_ms` applies only under load -- when requests were already queued as the previous
-pass ended, the next batch may wait up to that long to fill up -- so it trades a bounded latency
-for larger batches exactly when there is traffic to batch, and never delays an idle service.
+one pass -- except that a long queue is split (`pipeline_min_batch`): the pass takes half of it,
+never fewer than `pipeline_min_batch`, so the event loop answers the first half while the model
+runs the second instead of idling until one large pass ends (on 2 CPU cores: ~22 % more requests
+per second at 16 clients, README's PIPELINE_MIN_BATCH). A request that arrives while the model is
+idle is therefore dispatched at once, from inside its own submit call; requests that arrive during
+a pass wait only for that pass and then go together. `max_wait_ms` applies only under load -- when
+requests were already queued as the previous pass ended, the next batch may wait up to that long to
+fill up -- so it trades a bounded latency for larger batches exactly when there is traffic to batch,
+and never delays an idle service.
 
 A pass has three stages (`PassStages`): `prepare` (collate) and `finish` (cut the output per item)
 run on the event loop's thread, `run` (the forward pass) on one dedicated thread. A traced model
@@ -97,12 +101,17 @@ class DynamicBatcher(Generic[T, R]):
         max_queue_size: int,
         max_wait_ms: float = 0.0,
         merge_submissions: bool = True,
+        pipeline_min_batch: int = 0,
         thread_name: str = "hydrodiag-forward",
     ) -> None:
-        if batch_size < 1 or max_queue_size < 1 or max_wait_ms < 0:
-            raise ValueError("batch_size and max_queue_size must be >= 1 and max_wait_ms >= 0")
+        """`pipeline_min_batch`: 0 = every pass takes up to `batch_size`; n = a queue longer than n is
+        split, the pass taking half of it but at least n (not with `max_wait_ms`, which asks for
+        full batches)."""
+        if batch_size < 1 or max_queue_size < 1 or max_wait_ms < 0 or pipeline_min_batch < 0:
+            raise ValueError("batch_size and max_queue_size must be >= 1, max_wait_ms and pipeline_min_batch >= 0")
         self._stages = stages
         self.batch_size = batch_size
+        self.pipeline_min_batch = pipeline_min_batch
         self.max_queue_size = max_queue_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.merge_submissions = merge_submissions
@@ -204,7 +213,8 @@ class DynamicBatcher(Generic[T, R]):
     def _take(self) -> list[_Entry[T, R]]:
         entries: list[_Entry[T, R]] = []
         group = None
-        while self._queue and len(entries) < self.batch_size:
+        limit = self._pass_size()
+        while self._queue and len(entries) < limit:
             head = self._queue[0]
             if head.future.done():  # cancelled by its caller: no point computing it
                 self._queue.popleft()
@@ -214,6 +224,13 @@ class DynamicBatcher(Generic[T, R]):
             group = head.group
             entries.append(self._queue.popleft())
         return entries
+
+    def _pass_size(self) -> int:
+        """How many queued items the next pass may take (cancelled ones it skips do not count)."""
+        floor = self.pipeline_min_batch
+        if not floor or self.max_wait_s > 0:
+            return self.batch_size
+        return min(self.batch_size, max(floor, (len(self._queue) + 1) // 2))
 
     def _start(self, entries: list[_Entry[T, R]]) -> None:
         assert self._loop is not None

@@ -50,6 +50,7 @@ class InferenceConfig:
     model_path: Path = DEFAULT_MODEL_PATH
     device: str = "auto"
     batch_size: int = 32
+    pipeline_min_batch: int = 8
     max_queue_size: int = 256
     max_wait_ms: float = 0.0
     use_dynamic_batching: bool = True
@@ -60,14 +61,15 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", Path(self.model_path))
-        if self.batch_size < 1 or self.max_queue_size < 1 or self.max_wait_ms < 0:
-            raise ValueError("batch_size and max_queue_size must be >= 1 and max_wait_ms >= 0")
+        if self.batch_size < 1 or self.max_queue_size < 1 or self.max_wait_ms < 0 or self.pipeline_min_batch < 0:
+            raise ValueError("batch_size and max_queue_size must be >= 1, max_wait_ms and pipeline_min_batch >= 0")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> InferenceConfig:
         config = cls(
             model_path=settings.model_path, device=settings.device, batch_size=settings.batch_size,
-            max_queue_size=settings.max_queue_size, max_wait_ms=settings.max_wait_ms,
+            pipeline_min_batch=settings.pipeline_min_batch, max_queue_size=settings.max_queue_size,
+            max_wait_ms=settings.max_wait_ms,
             use_dynamic_batching=settings.use_dynamic_batching, pin_memory=settings.pin_memory,
             use_compile=settings.use_compile, compile_mode=settings.compile_mode, jit_trace=settings.jit_trace,
         )
@@ -120,6 +122,7 @@ class InferenceEngine:
             max_queue_size=self.config.max_queue_size,
             max_wait_ms=self.config.max_wait_ms,
             merge_submissions=self.config.use_dynamic_batching,
+            pipeline_min_batch=self.config.pipeline_min_batch,
         )
         # equipment id -> topology id (PUT /equipment/{id}); used when a request names no topology.
         self.bindings: dict[str, str] = {}
@@ -305,6 +308,7 @@ class InferenceEngine:
             "model_path": str(served.path if served else self.config.model_path),
             "device": str(served.device) if served else self._configured_device(),
             "batch_size": self.config.batch_size,
+            "pipeline_min_batch": self.config.pipeline_min_batch,
             "model_device": str(next(served.module.parameters()).device) if served else None,
             "model_parameters": served.num_parameters() if served else None,
             "queue_size": batcher["queue_size"],
