@@ -110,20 +110,27 @@ async def test_under_load_the_next_pass_waits_up_to_max_wait_to_fill() -> None:
     await batcher.close()
 
 
-async def test_a_long_queue_is_split_so_answers_flow_while_the_model_runs_the_rest() -> None:
+async def queued_behind_one_pass(count: int, **options: Any) -> tuple[list[int], Recorder]:
+    """Items 1..count queued while item 0's pass holds the model, then the model released: results, stages."""
     gate = threading.Event()
     stages = Recorder(gate)
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(stages, batch_size=8, max_queue_size=64, pipeline_min_batch=3)
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(stages, max_queue_size=64, **options)
     first = asyncio.ensure_future(batcher.submit(0))
     await asyncio.sleep(0)
-    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 21)]  # 20 queued behind the first pass
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, count + 1)]
     await asyncio.sleep(0.01)
     gate.set()
-    assert await first == 0 and await asyncio.gather(*rest) == [2 * i for i in range(1, 21)]
+    results = list(await asyncio.gather(first, *rest))
+    await batcher.close()
+    return results, stages
+
+
+async def test_a_long_queue_is_split_so_answers_flow_while_the_model_runs_the_rest() -> None:
+    results, stages = await queued_behind_one_pass(20, batch_size=8, pipeline_min_batch=3)
+    assert results == [2 * i for i in range(21)]
     # Half the queue per pass (at most batch_size, at least pipeline_min_batch), in order, nothing lost.
     assert [len(p) for p in stages.passes] == [1, 8, 6, 3, 3]
     assert [x for p in stages.passes for x in p] == list(range(21))
-    await batcher.close()
 
 
 @pytest.mark.parametrize(("queued", "floor", "wait_ms", "passes"), [
@@ -132,15 +139,5 @@ async def test_a_long_queue_is_split_so_answers_flow_while_the_model_runs_the_re
 ])
 async def test_short_queues_and_filling_batches_are_not_split(queued: int, floor: int, wait_ms: float,
                                                               passes: list[int]) -> None:
-    gate = threading.Event()
-    stages = Recorder(gate)
-    batcher: DynamicBatcher[int, int] = DynamicBatcher(stages, batch_size=8, max_queue_size=64,
-                                                       pipeline_min_batch=floor, max_wait_ms=wait_ms)
-    first = asyncio.ensure_future(batcher.submit(0))
-    await asyncio.sleep(0)
-    rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, queued + 1)]
-    await asyncio.sleep(0.01)
-    gate.set()
-    await asyncio.gather(first, *rest)
+    _, stages = await queued_behind_one_pass(queued, batch_size=8, pipeline_min_batch=floor, max_wait_ms=wait_ms)
     assert [len(p) for p in stages.passes] == passes
-    await batcher.close()
