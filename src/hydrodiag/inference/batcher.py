@@ -111,7 +111,8 @@ class DynamicBatcher(Generic[T, R]):
             raise ValueError("batch_size and max_queue_size must be >= 1, max_wait_ms and pipeline_min_batch >= 0")
         self._stages = stages
         self.batch_size = batch_size
-        self.pipeline_min_batch = pipeline_min_batch
+        # Resolved once: with max_wait_ms the caller asks for full batches, so no queue is split.
+        self._split_floor = 0 if max_wait_ms > 0 else pipeline_min_batch
         self.max_queue_size = max_queue_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.merge_submissions = merge_submissions
@@ -227,10 +228,9 @@ class DynamicBatcher(Generic[T, R]):
 
     def _pass_size(self) -> int:
         """How many queued items the next pass may take (cancelled ones it skips do not count)."""
-        floor = self.pipeline_min_batch
-        if not floor or self.max_wait_s > 0:
+        if not self._split_floor:
             return self.batch_size
-        return min(self.batch_size, max(floor, (len(self._queue) + 1) // 2))
+        return min(self.batch_size, max(self._split_floor, (len(self._queue) + 1) // 2))
 
     def _start(self, entries: list[_Entry[T, R]]) -> None:
         assert self._loop is not None
