@@ -181,10 +181,11 @@ def validate_series(name: str, values: object, field: str, max_length: int) -> n
 
 def validate_all_series(
     names: list[str], values: list[object], field: str, max_length: int
-) -> list[np.ndarray]:
+) -> np.ndarray | list[np.ndarray]:
     """`validate_series` for each (name, values) pair, in one array pass when every series is a list
-    of the same valid length (what clients send); otherwise, or when anything is wrong, one by one,
-    so the error names the same series with the same message."""
+    of the same valid length (what clients send; the rows of one 2-D array are returned then);
+    otherwise, or when anything is wrong, one by one, so the error names the same series with the
+    same message."""
     length = len(values[0]) if values and isinstance(values[0], list) else -1
     if 2 <= length <= max_length and all(type(v) is list and len(v) == length for v in values):
         try:
@@ -192,7 +193,7 @@ def validate_all_series(
         except (TypeError, ValueError):
             array = None
         if array is not None and array.shape == (len(values), length) and np.isfinite(array).all():
-            return list(array)
+            return array
     return [validate_series(name, v, field, max_length) for name, v in zip(names, values, strict=True)]
 
 

@@ -45,8 +45,11 @@ def resample_windows(windows: np.ndarray, window: int) -> np.ndarray:
     return resample_rows(windows.reshape(n * sensors, t), window).reshape(n, sensors, window)
 
 
-def resample_series(series: list[np.ndarray], window: int) -> np.ndarray:
-    """Resample series of possibly different lengths to one [len(series), window] array."""
+def resample_series(series: list[np.ndarray] | np.ndarray, window: int) -> np.ndarray:
+    """Resample series of possibly different lengths to one [len(series), window] array (a 2-D array:
+    rows of one length, resampled in one pass with the same arithmetic)."""
+    if isinstance(series, np.ndarray) and series.ndim == 2:
+        return resample_rows(series, window)
     out = np.empty((len(series), window), dtype=np.float32)
     by_length: dict[int, list[int]] = {}
     for i, values in enumerate(series):
@@ -79,6 +82,8 @@ class NormStats:
     baselines: dict[str, tuple[float, float]] = field(default_factory=dict)
     # baseline_arrays per (topology id, sensor names): serving asks the same question on every request.
     _baseline_cache: dict[tuple[str, tuple[str, ...]], Baseline] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _quantity_cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, dict[str, float] | dict[str, list[float]]]:
@@ -128,10 +133,17 @@ class NormStats:
         return cached
 
     def arrays(self, quantities: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std per entry; quantities never seen in training get a neutral (0, 1) scale."""
-        mean = np.array([self.mean.get(q, 0.0) for q in quantities], dtype=np.float32)
-        std = np.array([self.std.get(q, 1.0) for q in quantities], dtype=np.float32)
-        return mean, std
+        """Mean and std per entry; quantities never seen in training get a neutral (0, 1) scale.
+        Shared: do not modify."""
+        key = tuple(quantities)
+        cached = self._quantity_cache.get(key)
+        if cached is None:
+            cached = (np.array([self.mean.get(q, 0.0) for q in quantities], dtype=np.float32),
+                      np.array([self.std.get(q, 1.0) for q in quantities], dtype=np.float32))
+            if len(self._quantity_cache) >= BASELINE_CACHE_SIZE:
+                self._quantity_cache.clear()
+            self._quantity_cache[key] = cached
+        return cached
 
 
 def encode_windows(windows: np.ndarray, quantities: list[str], norm: NormStats,

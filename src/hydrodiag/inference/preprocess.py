@@ -22,8 +22,8 @@ from hydrodiag.features.graph import (
     build_layout,
     encode_graph,
     validate_all_series,
-    windows_from_series,
 )
+from hydrodiag.features.window import resample_series
 from hydrodiag.inference.schemas import PredictionRequest
 from hydrodiag.model.checkpoint import Checkpoint
 from hydrodiag.topology.schema import Topology, infer_topology
@@ -100,7 +100,7 @@ class Preprocessor:
         topology_id, layout = self._layout(request, default_topology, names, prefix)
         data = request.sensor_data
         checked = validate_all_series(names, [data[name] for name in names], field, self.limits.max_series_length)
-        windows = windows_from_series(dict(zip(names, checked, strict=True)), names, checkpoint.config.window)
+        windows = resample_series(checked, checkpoint.config.window)  # rows in the order of `names`
         graph = encode_graph(layout, windows, checkpoint.norm)
         return PreparedGraph(graph=graph, topology_id=topology_id, layout=layout, checkpoint=checkpoint)
 
