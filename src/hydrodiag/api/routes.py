@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.responses import JSONResponse
@@ -181,9 +182,15 @@ def public_path(path: str) -> str:
 
 
 @router.post("/predict", response_model=PredictionResponse, tags=["prediction"], responses=_PREDICT_ERRORS)
-async def predict(body: PredictionRequest, request: Request) -> PredictionResponse:
+async def predict(body: PredictionRequest, request: Request) -> Response:
     """Diagnose one machine from one window of sensor readings."""
-    return await engine_of(request).predict(body, request_id=request_id_of(request))
+    return json_response(await engine_of(request).predict_data(body, request_id=request_id_of(request)))
+
+
+def json_response(data: dict[str, Any]) -> Response:
+    """The engine's plain response data as JSON, the bytes the response model's `model_dump_json`
+    would give (`postprocess.response_data`)."""
+    return Response(orjson.dumps(data, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 @router.post("/predict/batch", response_model=BatchPredictionResponse, tags=["prediction"],

@@ -22,7 +22,7 @@ from hydrodiag.inference.batcher import DynamicBatcher, LatencyTracker
 from hydrodiag.inference.forward import ForwardJob, ForwardStages
 from hydrodiag.inference.manager import ModelManager, ServedModel, resolve_device
 from hydrodiag.inference.metrics import BATCH_SIZE_BUCKETS, BucketHistogram
-from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, build_response
+from hydrodiag.inference.postprocess import DiagnosisPolicy, GraphOutput, response_data
 from hydrodiag.inference.preprocess import InputLimits, PreparedGraph, Preprocessor
 from hydrodiag.inference.schemas import (
     BatchPredictionResponse,
@@ -195,6 +195,13 @@ class InferenceEngine:
         self, request: PredictionRequest, topology: Topology | None = None, *, request_id: str | None = None
     ) -> PredictionResponse:
         """One prediction. `topology` is the default for a request that names none."""
+        return PredictionResponse.model_validate(await self.predict_data(request, topology, request_id=request_id))
+
+    async def predict_data(
+        self, request: PredictionRequest, topology: Topology | None = None, *, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """`predict` as plain data, without the response model's validation pass: what a transport
+        that encodes the answer itself wants (see `postprocess.response_data`)."""
         started = time.perf_counter()
         served = await self._current_model()
         prepared = await self._prepare([request], served, topology, batch=False)
@@ -224,7 +231,8 @@ class InferenceEngine:
         for offset in range(0, len(jobs), step):
             outputs += await self._batcher.submit_many(jobs[offset : offset + step])
         predictions = [
-            self._respond(req, prep, out, started, None if request_id is None else f"{request_id}:{i}")
+            PredictionResponse.model_validate(
+                self._respond(req, prep, out, started, None if request_id is None else f"{request_id}:{i}"))
             for i, (req, prep, out) in enumerate(zip(requests, prepared, outputs, strict=True))
         ]
         return BatchPredictionResponse(
@@ -272,7 +280,7 @@ class InferenceEngine:
     def _respond(
         self, request: PredictionRequest, prepared: PreparedGraph, output: GraphOutput, started: float,
         request_id: str | None,
-    ) -> PredictionResponse:
+    ) -> dict[str, Any]:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         layout = prepared.layout
         self.history.append(
@@ -282,7 +290,7 @@ class InferenceEngine:
             elapsed_ms, request_id=request_id, topology_id=prepared.topology_id,
         )
         degradation = self._degradation(request.equipment_id, output)
-        response = build_response(
+        response = response_data(
             equipment_id=request.equipment_id, timestamp=request.timestamp, topology_id=prepared.topology_id,
             component_ids=layout.component_ids, component_types=layout.component_types, output=output,
             degradation=degradation, inference_time_ms=elapsed_ms, request_id=request_id, policy=self.policy,
