@@ -155,3 +155,41 @@ def test_workers_sharing_a_database_fit_trends_on_every_stored_point(database_ur
     finally:
         first.close(10)
         second.close(10)
+
+
+def test_bulk_insert_stores_what_sqlalchemys_executemany_stores(database_url: str) -> None:
+    """The writer's one-statement insert (used on SQLite) against SQLAlchemy's own executemany, on
+    both backends: the same values read back, rows already stored are skipped, and a batch larger
+    than one statement's parameter budget goes in several statements of one transaction."""
+    from sqlalchemy import insert, select
+
+    from hydrodiag.store.bulk_insert import BulkInsert
+    from hydrodiag.store.tables import predictions
+
+    db = HistoryDatabase(database_url, writer=FAST)
+    db.open()
+    db.writer.close(1.0)  # this test inserts on its own thread
+
+    def rows(prefix: str, count: int) -> list[dict[str, Any]]:
+        return [{"uid": f"{prefix}{i:05d}", "equipment_id": f"{prefix}-eq", "timestamp": T0 + timedelta(seconds=i),
+                 "model_version": "v-bulk", "topology_id": None if i % 3 else "uci_test_rig",
+                 "system_health": 0.5 + i / 10_000, "component_health": {"pump": 0.25, "valve": i / 7},
+                 "anomaly_probabilities": {"leakage": 1e-7 * i}, "latency_ms": 1.5,
+                 "request_id": None if i % 2 else f"r{i}", "recorded_at": T0 + timedelta(hours=1, microseconds=i)}
+                for i in range(count)]
+
+    def stored(prefix: str) -> list[tuple[Any, ...]]:
+        columns = [c for c in predictions.c if c.name not in ("id", "uid", "equipment_id")]
+        with db.engine.connect() as conn:
+            result = conn.execute(select(*columns).where(predictions.c.equipment_id == f"{prefix}-eq")
+                                  .order_by(predictions.c.uid))
+            return [tuple(row) for row in result]
+
+    bulk = BulkInsert(db.engine, predictions, conflict_column="uid")
+    bulk.rows_per_statement = 40  # several statements for the 100 rows below
+    with db.engine.begin() as conn:
+        conn.execute(insert(predictions), rows("a", 100))
+    bulk(rows("b", 100))
+    bulk(rows("b", 100)[50:])  # a retried batch: its rows are already there
+    assert stored("a") == stored("b") and len(stored("b")) == 100
+    db.close(1.0)
