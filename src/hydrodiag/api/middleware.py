@@ -1,23 +1,21 @@
 """Request context as plain ASGI middleware (no per-request task or body buffering).
 
 Gives every request an id -- the caller's X-Request-ID when it is a sane token, otherwise a fresh
-UUID-shaped id made of a random per-process prefix and a counter (unique like uuid4, without a
-urandom call per request) -- echoes it in the response header, and turns any exception that escaped the error
-handlers into the generic 500 of `api.errors` after logging it once with that id.
+UUID-shaped id (`hydrodiag.ids`: a random per-process prefix and a counter) -- echoes it in the
+response header, and turns any exception that escaped the error handlers into the generic 500 of
+`api.errors` after logging it once with that id.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
-import secrets
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hydrodiag.api.errors import REQUEST_ID_HEADER, internal_error_response
+from hydrodiag.ids import unique_ids
 
 logger = logging.getLogger("hydrodiag.api.access")
 
@@ -26,24 +24,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
-class _RequestIds:
-    """`xxxxxxxx-xxxx-xxxx-cccc-cccccccccccc`: 64 random bits per process, then a 64-bit counter."""
-
-    def __init__(self) -> None:
-        self.reseed()
-        os.register_at_fork(after_in_child=self.reseed)  # a forked worker must not repeat the parent's ids
-
-    def reseed(self) -> None:
-        h = secrets.token_hex(8)
-        self._prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
-        self._counter = itertools.count(secrets.randbits(32))
-
-    def next(self) -> str:
-        n = next(self._counter)
-        return f"{self._prefix}{(n >> 48) & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"
-
-
-_request_ids = _RequestIds()
 
 
 class RequestContextMiddleware:
@@ -93,4 +73,4 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.match(candidate):
                     return candidate
                 break
-        return _request_ids.next()
+        return unique_ids.uuid_shaped()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from hydrodiag.errors import ConflictError, StorageUnavailableError
+from hydrodiag.ids import unique_ids
 from hydrodiag.os_threads import name_os_thread
 from hydrodiag.store.bulk_insert import BulkInsert
 from hydrodiag.store.history import HealthPoint, InMemoryHistoryStore
@@ -213,7 +213,7 @@ class HistoryDatabase:
                             anomalies=dict(anomalies), latency_ms=float(latency_ms), request_id=request_id,
                             topology_id=topology_id)
         self.cache.add(equipment_id, point)
-        uid = uuid.uuid4().hex
+        uid = unique_ids.hex()
         if self.refresh_s:
             with self._shared:
                 own = self._own.setdefault(equipment_id, {})
