@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hydrodiag.inference.schemas import ComponentPrediction, DegradationInfo
+from hydrodiag.inference.tracing import ScoredOutput
 from hydrodiag.model.gnn import ModelOutput
 from hydrodiag.settings import Settings
 from hydrodiag.taxonomy import ANOMALY_TYPES, critical_threshold, status_for
@@ -52,13 +53,27 @@ def probabilities(logits: torch.Tensor) -> np.ndarray:
     return torch.sigmoid(logits.float()).cpu().numpy()
 
 
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    # A CPU float32 tensor (what a CPU pass gives) converts without a torch operation, each of which
+    # would hand the GIL to another thread and have to win it back.
+    if tensor.dtype == torch.float32 and tensor.device.type == "cpu":
+        return tensor.numpy()
+    return tensor.float().cpu().numpy()
+
+
 def split_output(output: ModelOutput, num_graphs: int, model_version: str) -> list[GraphOutput]:
     """Cut a batched output into per-graph outputs (graphs keep their order inside a Batch)."""
-    system_health = output.system_health.float().cpu().numpy()
-    system_probs = probabilities(output.system_logits)
-    component_health = output.component_health.float().cpu().numpy()
-    component_probs = probabilities(output.component_logits)
-    counts = torch.bincount(output.component_batch.cpu(), minlength=num_graphs).tolist()
+    system_health = _numpy(output.system_health)
+    component_health = _numpy(output.component_health)
+    if isinstance(output, ScoredOutput):  # the traced pass computed them (inference/tracing.py)
+        system_probs = _numpy(output.system_probabilities)
+        component_probs = _numpy(output.component_probabilities)
+    else:
+        system_probs = probabilities(output.system_logits)
+        component_probs = probabilities(output.component_logits)
+    component_batch = output.component_batch
+    graph_of = component_batch.numpy() if component_batch.device.type == "cpu" else component_batch.cpu().numpy()
+    counts = np.bincount(graph_of, minlength=num_graphs).tolist()
     results, start = [], 0
     for g, count in enumerate(counts):
         results.append(

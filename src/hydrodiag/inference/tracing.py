@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,8 +49,20 @@ _TRACING = threading.Lock()
 TRACE_TOLERANCE = 1e-4
 
 
-# Outputs of the model in the traced signature's tuple; the inputs follow them (see the module docstring).
-MODEL_OUTPUTS = 5
+# Outputs in the traced signature's tuple: the model's five, then the two probability tensors; the
+# inputs follow them (see the module docstring).
+MODEL_OUTPUTS = 7
+
+
+@dataclass
+class ScoredOutput(ModelOutput):
+    """A traced pass's output: the model's, plus the sigmoid of both logits, computed inside the
+    GIL-free call. Otherwise the event loop computes them while it splits the pass, and every torch
+    call from Python there lets the GIL go to whichever thread waits for it (the forward thread
+    starting the next pass, the history writer) and must then win it back."""
+
+    component_probabilities: Tensor  # [num_component_nodes, num_anomalies]
+    system_probabilities: Tensor  # [num_graphs, num_anomalies]
 
 
 class _TensorSignature(nn.Module):
@@ -66,7 +79,7 @@ class _TensorSignature(nn.Module):
                 edge_attr: Tensor, batch: Tensor, graph_ids: Tensor) -> tuple[Tensor, ...]:
         out = self.model(series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids.size(0))
         outputs = (out.component_health, out.component_logits, out.system_health, out.system_logits,
-                   out.component_batch)
+                   out.component_batch, torch.sigmoid(out.component_logits), torch.sigmoid(out.system_logits))
         if not self.hand_back_inputs:
             return outputs
         return (*outputs, series, stats, node_kind, node_type, edge_index, edge_attr, batch, graph_ids)
@@ -88,16 +101,17 @@ class TracedModel:
         # waits for the GIL, so a pass makes none besides the traced call. As many as batch sizes seen.
         self._graph_ids: dict[tuple[int, torch.device], Tensor] = {}
 
-    def __call__(self, batch: Any) -> ModelOutput:
+    def __call__(self, batch: Any) -> ScoredOutput:
         key = (int(batch.num_graphs), batch.series.device)
         graph_ids = self._graph_ids.get(key)
         if graph_ids is None:
             graph_ids = self._graph_ids[key] = torch.arange(key[0], device=key[1])
-        component_health, component_logits, system_health, system_logits, component_batch = self._module(
-            *_arguments(batch, graph_ids))[:MODEL_OUTPUTS]
-        return ModelOutput(component_health=component_health, component_logits=component_logits,
-                           system_health=system_health, system_logits=system_logits,
-                           component_batch=component_batch)
+        (component_health, component_logits, system_health, system_logits, component_batch, component_probabilities,
+         system_probabilities) = self._module(*_arguments(batch, graph_ids))[:MODEL_OUTPUTS]
+        return ScoredOutput(component_health=component_health, component_logits=component_logits,
+                            system_health=system_health, system_logits=system_logits, component_batch=component_batch,
+                            component_probabilities=component_probabilities,
+                            system_probabilities=system_probabilities)
 
 
 def trace_model(model: UniversalTemporalGNN, example: Any, check: Any) -> TracedModel:
@@ -122,4 +136,9 @@ def trace_model(model: UniversalTemporalGNN, example: Any, check: Any) -> Traced
                                        f"{int(batch.num_graphs)} graphs")
             if not torch.equal(actual.component_batch, expected.component_batch):
                 raise RuntimeError("traced component_batch differs from the eager model")
+            for name, logits in (("component_probabilities", expected.component_logits),
+                                 ("system_probabilities", expected.system_logits)):
+                a, b = getattr(actual, name), torch.sigmoid(logits)
+                if a.shape != b.shape or float((a - b).abs().max()) > TRACE_TOLERANCE:
+                    raise RuntimeError(f"traced {name} differs from the eager model's sigmoid")
     return candidate
