@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hydrodiag.features.graph import build_graph, build_layout
-from hydrodiag.features.window import NormStats
+from hydrodiag.features.window import NormStats, encode_windows
 from hydrodiag.topology.templates import TopologyRegistry
 
 
@@ -77,3 +77,41 @@ def test_baseline_declared_by_the_topology_wins_over_the_checkpoint() -> None:
     data["sensors"][0]["baseline"] = {"mean": 10.0, "std": 0.0}
     with pytest.raises(ValidationError, match=r"baseline\.std"):
         Topology.model_validate(data)
+
+
+def _encode_windows_reference(windows: np.ndarray, quantities: list[str], norm: NormStats,
+                              baseline: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, ...]:
+    """The encoding in plain numpy (mean, std, clip, stack): what the checkpoints were trained on."""
+    mean_q, std_q = norm.arrays(quantities)
+    level = (windows - mean_q[:, None]) / std_q[:, None]
+    centre = level.mean(axis=1, keepdims=True)
+    spread = level.std(axis=1, keepdims=True)
+    shape = (level - centre) / (spread + 1e-2)
+    if baseline is None:
+        relative = np.zeros_like(level)
+        known = np.zeros((len(quantities), 1), dtype=np.float32)
+    else:
+        known = baseline[2][:, None]
+        relative = np.clip((windows - baseline[0][:, None]) / baseline[1][:, None], -20, 20) * known
+    series = np.stack([np.clip(level, -20, 20), shape, relative], axis=1).astype(np.float32)
+    stats = np.concatenate([np.clip(centre, -20, 20), np.log(spread + 1e-3), relative.mean(axis=1, keepdims=True),
+                            known], axis=1).astype(np.float32)
+    return series, stats
+
+
+def test_encode_windows_matches_the_plain_numpy_formulation_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    norm = NormStats(mean={"pressure": 50.0, "flow": 5.0}, std={"pressure": 30.0, "flow": 2.0})
+    for trial in range(400):
+        sensors, steps = int(rng.integers(1, 20)), int(rng.choice([33, 60, 64]))
+        scale, offset = rng.choice([0.0, 1e-3, 1.0, 100.0]), rng.choice([0.0, 50.0, 3000.0])
+        dtype = np.float32 if trial % 3 else np.float64
+        windows = (rng.standard_normal((sensors, steps)) * scale + offset).astype(dtype)
+        quantities = [str(rng.choice(["pressure", "flow", "never_seen"])) for _ in range(sensors)]
+        baseline = None if trial % 2 else (
+            (rng.standard_normal(sensors) * 10).astype(np.float32), (rng.random(sensors) * 5 + 0.1).astype(np.float32),
+            (rng.random(sensors) > 0.3).astype(np.float32))
+        for mine, reference in zip(encode_windows(windows, quantities, norm, baseline),
+                                   _encode_windows_reference(windows, quantities, norm, baseline), strict=True):
+            assert mine.dtype == reference.dtype == np.float32 and mine.shape == reference.shape
+            assert np.array_equal(mine.view(np.uint32), reference.view(np.uint32)), trial
