@@ -59,6 +59,38 @@ def _plain(graph: Any) -> bool:
     return type(graph) is EncodedGraph or (type(graph) is Data and graph._store._mapping.keys() == GRAPH_KEYS)
 
 
+# The parts of a batch that depend only on its graphs' layout and their number, per (layout, count):
+# a machine fleet posts the same layout again and again, so a pass makes none of these tensors (every
+# torch call on the event loop may hand the GIL to another thread and must win it back). The values
+# hold the layout's tensors, so the ids in a key cannot be reused while the entry exists.
+_LAYOUT_PARTS_MAX = 256
+_layout_parts: dict[tuple[int, int, int, int, int], tuple[Tensor, ...]] = {}
+
+
+def _same_layout(graphs: list[EncodedGraph] | list[Data], sizes: list[int]) -> bool:
+    first = graphs[0]
+    return len(set(sizes)) == 1 and all(
+        g.edge_index is first.edge_index and g.edge_attr is first.edge_attr and g.node_kind is first.node_kind
+        and g.node_type is first.node_type for g in graphs)
+
+
+def _layout_batch(first: EncodedGraph | Data, count: int, size: int) -> tuple[Tensor, ...]:
+    """edge_index, edge_attr, node_kind, node_type and batch of `count` graphs of `first`'s layout."""
+    key = (id(first.edge_index), id(first.edge_attr), id(first.node_kind), id(first.node_type), count)
+    parts = _layout_parts.get(key)
+    if parts is None or parts[5] is not first.edge_index:
+        edge_index, n_edges = first.edge_index, first.edge_index.shape[1]
+        offsets = torch.arange(count, dtype=torch.long) * size
+        batch_edge_index = (edge_index.unsqueeze(1) + offsets.view(1, count, 1)).reshape(2, count * n_edges)
+        parts = (batch_edge_index, first.edge_attr.repeat(count, 1), first.node_kind.repeat(count),
+                 first.node_type.repeat(count), torch.from_numpy(np.repeat(np.arange(count, dtype=np.int64), size)),
+                 edge_index, first.edge_attr, first.node_kind, first.node_type)
+        if len(_layout_parts) >= _LAYOUT_PARTS_MAX:
+            _layout_parts.clear()
+        _layout_parts[key] = parts
+    return parts[:5]
+
+
 def collate(graphs: list[EncodedGraph] | list[Data]) -> GraphBatch | Any:
     """One batch of `graphs` (in order): a GraphBatch for `encode_graph` / `build_graph` graphs, else a
     torch_geometric Batch."""
@@ -66,29 +98,22 @@ def collate(graphs: list[EncodedGraph] | list[Data]) -> GraphBatch | Any:
         return Batch.from_data_list([g.to_data() if type(g) is EncodedGraph else g for g in graphs])
     sizes = [g.num_nodes if isinstance(g, EncodedGraph) else int(g._store["num_nodes"]) for g in graphs]
     first = graphs[0]
-    edge_index, edge_attr = first.edge_index, first.edge_attr
     if len(graphs) == 1:
-        batch_edge_index, batch_edge_attr = edge_index, edge_attr
-    elif all(g.edge_index is edge_index and g.edge_attr is edge_attr for g in graphs):
-        # One layout: the same edges for every graph, shifted by the nodes before it.
-        count, n_edges = len(graphs), edge_index.shape[1]
-        offsets = torch.arange(count, dtype=torch.long) * sizes[0]
-        batch_edge_index = (edge_index.unsqueeze(1) + offsets.view(1, count, 1)).reshape(2, count * n_edges) \
-            if len(set(sizes)) == 1 else _shifted([g.edge_index for g in graphs], sizes)
-        batch_edge_attr = edge_attr.repeat(count, 1)
+        return GraphBatch(series=first.series, stats=first.stats, node_kind=first.node_kind,
+                          node_type=first.node_type, edge_index=first.edge_index, edge_attr=first.edge_attr,
+                          batch=torch.from_numpy(np.zeros(sizes[0], dtype=np.int64)), num_graphs=1)
+    series = torch.cat([g.series for g in graphs], dim=0)
+    stats = torch.cat([g.stats for g in graphs], dim=0)
+    if _same_layout(graphs, sizes):
+        edge_index, edge_attr, node_kind, node_type, batch = _layout_batch(first, len(graphs), sizes[0])
     else:
-        batch_edge_index = _shifted([g.edge_index for g in graphs], sizes)
-        batch_edge_attr = torch.cat([g.edge_attr for g in graphs], dim=0)
-    if len(graphs) == 1:
-        series, stats, node_kind, node_type = first.series, first.stats, first.node_kind, first.node_type
-    else:
-        series = torch.cat([g.series for g in graphs], dim=0)
-        stats = torch.cat([g.stats for g in graphs], dim=0)
+        edge_index = _shifted([g.edge_index for g in graphs], sizes)
+        edge_attr = torch.cat([g.edge_attr for g in graphs], dim=0)
         node_kind = torch.cat([g.node_kind for g in graphs], dim=0)
         node_type = torch.cat([g.node_type for g in graphs], dim=0)
-    batch = torch.from_numpy(np.repeat(np.arange(len(graphs), dtype=np.int64), sizes))
-    return GraphBatch(series=series, stats=stats, node_kind=node_kind, node_type=node_type,
-                      edge_index=batch_edge_index, edge_attr=batch_edge_attr, batch=batch, num_graphs=len(graphs))
+        batch = torch.from_numpy(np.repeat(np.arange(len(graphs), dtype=np.int64), sizes))
+    return GraphBatch(series=series, stats=stats, node_kind=node_kind, node_type=node_type, edge_index=edge_index,
+                      edge_attr=edge_attr, batch=batch, num_graphs=len(graphs))
 
 
 def _shifted(edge_indices: list[Tensor], sizes: list[int]) -> Tensor:
