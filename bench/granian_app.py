@@ -10,25 +10,14 @@ collector thresholds, logging) and returns the same FastAPI app, so that only th
 
 from __future__ import annotations
 
-import gc
-import sys
-
 from fastapi import FastAPI
 
 from hydrodiag.api.app import create_app
-from hydrodiag.api.logconfig import configure_logging
+from hydrodiag.api.server import apply_process_settings
 from hydrodiag.settings import load_settings
 
 
 def make_app() -> FastAPI:
-    import torch  # after hydrodiag (its import keeps torch._dynamo out of the process, as the server's does)
-
     settings = load_settings()
-    configure_logging(settings.log_level)
-    threads = settings.resolved_torch_threads
-    if threads is not None:
-        torch.set_num_threads(threads)
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, settings.gc_gen2_threshold)
+    apply_process_settings(settings)
     return create_app(settings)

@@ -61,7 +61,23 @@ def run_server(
     host: str | None = None, port: int | None = None, model_path: str | os.PathLike[str] | None = None
 ) -> None:
     settings = validated_settings(host, port, model_path)
+    apply_process_settings(settings)
+    if settings.workers > 1:
+        from hydrodiag.api.workers import PortUnavailableError, run_workers
 
+        try:
+            status = run_workers(settings)
+        except PortUnavailableError as exc:
+            _fail(f"API_PORT: {exc}")
+        raise SystemExit(status)
+    exit_cleanly_after_signals()
+    serve(settings)
+    logging.getLogger(__name__).info("server stopped")
+
+
+def apply_process_settings(settings: Settings) -> None:
+    """What a serving process sets before it serves: logging, torch threads, the GIL switch interval
+    and the garbage collector's thresholds (also used by bench/granian_app.py)."""
     import torch
 
     from hydrodiag.api.logconfig import configure_logging
@@ -79,17 +95,6 @@ def run_server(
     # waits about a minute at 2,000 req/s for a full pass instead of about a second.
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, settings.gc_gen2_threshold)
-    if settings.workers > 1:
-        from hydrodiag.api.workers import PortUnavailableError, run_workers
-
-        try:
-            status = run_workers(settings)
-        except PortUnavailableError as exc:
-            _fail(f"API_PORT: {exc}")
-        raise SystemExit(status)
-    exit_cleanly_after_signals()
-    serve(settings)
-    logging.getLogger(__name__).info("server stopped")
 
 
 def serve(settings: Settings, sockets: list[socket.socket] | None = None, peers: Peers | None = None) -> None:
