@@ -126,7 +126,7 @@ def _diagnosis(results: dict[str, Any]) -> list[str]:
         notes.append(
             f"At 1 client, p50 is {hd1:.2f} ms for hydrodiag and {plain1:.2f} ms for the plain handler "
             f"({hd1 - plain1:+.2f} ms). Both run the same graph building and model; hydrodiag adds full "
-            "request validation, the hand-off to its forward thread, history/trend and pydantic responses."
+            "request validation, the hand-off to its forward thread, history/trend and its full responses."
         )
     rps16 = _get(_level(results, "hydrodiag", 16), "ok_rps")
     if hd16 is not None and rps16:
