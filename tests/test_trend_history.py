@@ -125,3 +125,30 @@ def test_trend_from_store_columns_equals_trend_from_points() -> None:
     points = [(START + timedelta(hours=2 * i), p.system_health) for i, p in enumerate(store.recent("m"))]
     assert from_columns == estimate_degradation(points, 0.8, POLICY)
     assert from_columns.trend_status == "degrading" and from_columns.span_hours == pytest.approx(8.0)
+
+
+def test_trend_columns_match_the_points_through_growth_eviction_and_version_changes() -> None:
+    """The store's numpy trend columns (grown, compacted in place) against a plain list of the same
+    points, for histories shorter and longer than the cap and with model versions interleaved."""
+    import random
+
+    import numpy as np
+
+    from hydrodiag.store.history import epoch_seconds
+
+    rng = random.Random(3)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for max_points in (1, 2, 3, 17, 40):
+        store = InMemoryHistoryStore(max_points=max_points)
+        kept: list[tuple[float, float, str]] = []
+        for i in range(300):
+            version = "v2" if 100 <= i < 180 and rng.random() < 0.4 else "v1"
+            health, at = rng.random(), start + timedelta(minutes=i)
+            store.append("m", at, version, health, {}, {}, 1.0)
+            kept = [*kept, (epoch_seconds(at), health, version)][-max_points:]
+            for wanted in ("v1", "v2"):
+                for limit in (None, 1, 5, max_points, 1000):
+                    seconds, healths = store.trend_series("m", wanted, limit)
+                    expected = [p for p in (kept if limit is None else kept[-limit:]) if p[2] == wanted]
+                    assert np.array_equal(seconds, [p[0] for p in expected]), (max_points, i, wanted, limit)
+                    assert np.array_equal(healths, [p[1] for p in expected]), (max_points, i, wanted, limit)

@@ -290,14 +290,14 @@ class InferenceEngine:
             elapsed_ms, request_id=request_id, topology_id=prepared.topology_id,
         )
         degradation = self._degradation(request.equipment_id, output)
-        response = response_data(
+        data = response_data(
             equipment_id=request.equipment_id, timestamp=request.timestamp, topology_id=prepared.topology_id,
             component_ids=layout.component_ids, component_types=layout.component_types, output=output,
             degradation=degradation, inference_time_ms=elapsed_ms, request_id=request_id, policy=self.policy,
         )
         self._counters.predictions += 1
         self._latency.add(elapsed_ms)
-        return response
+        return data
 
     def _degradation(self, equipment_id: str, output: GraphOutput) -> DegradationInfo:
         """Trend over the machine's recent points of the serving model version."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hydrodiag.inference.schemas import ComponentPrediction, DegradationInfo
+from hydrodiag.inference.schemas import DegradationInfo
 from hydrodiag.inference.tracing import ScoredOutput
 from hydrodiag.model.gnn import ModelOutput
 from hydrodiag.settings import Settings
@@ -118,7 +118,7 @@ def detected_anomalies(probs: np.ndarray, threshold: float) -> list[str]:
 def _components(
     component_ids: list[str], component_types: list[str], output: GraphOutput, policy: DiagnosisPolicy
 ) -> list[dict[str, Any]]:
-    """The components' part of a response as plain data (validated once with the whole response)."""
+    """The components' part of a response as plain data (`response_data`)."""
     thresholds = policy.status_thresholds
     health = output.component_health.tolist()
     probs = output.component_probabilities.tolist()
@@ -137,13 +137,6 @@ def _components(
             rounded(output.component_probabilities), hits, strict=True,
         )
     ]
-
-
-def build_components(
-    component_ids: list[str], component_types: list[str], output: GraphOutput, policy: DiagnosisPolicy
-) -> list[ComponentPrediction]:
-    return [ComponentPrediction.model_validate(c) for c in _components(component_ids, component_types, output,
-                                                                         policy)]
 
 
 def response_data(
@@ -181,4 +174,3 @@ def response_data(
         "topology_id": topology_id,
         "timestamp": timestamp,
     }
-
