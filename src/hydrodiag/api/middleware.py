@@ -24,8 +24,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -6,7 +6,9 @@ UCI cycles (60 values at 1 Hz) go through `resample_rows` exactly as a posted se
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -58,6 +60,9 @@ def resample_series(series: list[np.ndarray] | np.ndarray, window: int) -> np.nd
         out[idx] = resample_rows(np.stack([series[i] for i in idx]), window) if length else 0.0
     return out
 
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 Baseline = tuple[np.ndarray, np.ndarray, np.ndarray]  # per-sensor mean, std, known (1/0)
 BASELINE_CACHE_SIZE = 256
@@ -120,30 +125,31 @@ class NormStats:
 
     def baseline_arrays(self, topology_id: str, sensor_names: list[str]) -> Baseline:
         """Mean, std and known (1/0) per sensor; unknown sensors get (0, 1, 0). Shared: do not modify."""
-        key = (topology_id, tuple(sensor_names))
-        cached = self._baseline_cache.get(key)
-        if cached is None:
+        def make() -> Baseline:
             found = [self.baselines.get(baseline_key(topology_id, name)) for name in sensor_names]
-            cached = (np.array([b[0] if b else 0.0 for b in found], dtype=np.float32),
-                      np.array([b[1] if b else 1.0 for b in found], dtype=np.float32),
-                      np.array([1.0 if b else 0.0 for b in found], dtype=np.float32))
-            if len(self._baseline_cache) >= BASELINE_CACHE_SIZE:
-                self._baseline_cache.clear()
-            self._baseline_cache[key] = cached
-        return cached
+            return (np.array([b[0] if b else 0.0 for b in found], dtype=np.float32),
+                    np.array([b[1] if b else 1.0 for b in found], dtype=np.float32),
+                    np.array([1.0 if b else 0.0 for b in found], dtype=np.float32))
+
+        return _memo(self._baseline_cache, (topology_id, tuple(sensor_names)), make)
 
     def arrays(self, quantities: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std per entry; quantities never seen in training get a neutral (0, 1) scale.
         Shared: do not modify."""
-        key = tuple(quantities)
-        cached = self._quantity_cache.get(key)
-        if cached is None:
-            cached = (np.array([self.mean.get(q, 0.0) for q in quantities], dtype=np.float32),
-                      np.array([self.std.get(q, 1.0) for q in quantities], dtype=np.float32))
-            if len(self._quantity_cache) >= BASELINE_CACHE_SIZE:
-                self._quantity_cache.clear()
-            self._quantity_cache[key] = cached
-        return cached
+        return _memo(self._quantity_cache, tuple(quantities), lambda: (
+            np.array([self.mean.get(q, 0.0) for q in quantities], dtype=np.float32),
+            np.array([self.std.get(q, 1.0) for q in quantities], dtype=np.float32)))
+
+
+def _memo(cache: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """`cache[key]`, made first if missing; the serving path asks the same questions on every request,
+    and a cache that reaches BASELINE_CACHE_SIZE entries starts again empty."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= BASELINE_CACHE_SIZE:
+            cache.clear()
+        value = cache[key] = make()
+    return value
 
 
 def _row_mean(values: np.ndarray, count: np.intp) -> np.ndarray:

@@ -61,10 +61,10 @@ def _plain(graph: Any) -> bool:
 
 # The parts of a batch that depend only on its graphs' layout and their number, per (layout, count):
 # a machine fleet posts the same layout again and again, so a pass makes none of these tensors (every
-# torch call on the event loop may hand the GIL to another thread and must win it back). The values
-# hold the layout's tensors, so the ids in a key cannot be reused while the entry exists.
+# torch call on the event loop may hand the GIL to another thread and must win it back). An entry
+# also holds the layout tensors its key names by id, so those ids cannot be reused while it exists.
 _LAYOUT_PARTS_MAX = 256
-_layout_parts: dict[tuple[int, int, int, int, int], tuple[Tensor, ...]] = {}
+_layout_parts: dict[tuple[int, ...], tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = {}
 
 
 def _same_layout(graphs: list[EncodedGraph] | list[Data], sizes: list[int]) -> bool:
@@ -76,19 +76,19 @@ def _same_layout(graphs: list[EncodedGraph] | list[Data], sizes: list[int]) -> b
 
 def _layout_batch(first: EncodedGraph | Data, count: int, size: int) -> tuple[Tensor, ...]:
     """edge_index, edge_attr, node_kind, node_type and batch of `count` graphs of `first`'s layout."""
-    key = (id(first.edge_index), id(first.edge_attr), id(first.node_kind), id(first.node_type), count)
-    parts = _layout_parts.get(key)
-    if parts is None or parts[5] is not first.edge_index:
+    layout = (first.edge_index, first.edge_attr, first.node_kind, first.node_type)
+    key = (*map(id, layout), count)
+    entry = _layout_parts.get(key)
+    if entry is None:
         edge_index, n_edges = first.edge_index, first.edge_index.shape[1]
         offsets = torch.arange(count, dtype=torch.long) * size
-        batch_edge_index = (edge_index.unsqueeze(1) + offsets.view(1, count, 1)).reshape(2, count * n_edges)
-        parts = (batch_edge_index, first.edge_attr.repeat(count, 1), first.node_kind.repeat(count),
-                 first.node_type.repeat(count), torch.from_numpy(np.repeat(np.arange(count, dtype=np.int64), size)),
-                 edge_index, first.edge_attr, first.node_kind, first.node_type)
+        parts = ((edge_index.unsqueeze(1) + offsets.view(1, count, 1)).reshape(2, count * n_edges),
+                 first.edge_attr.repeat(count, 1), first.node_kind.repeat(count), first.node_type.repeat(count),
+                 torch.from_numpy(np.repeat(np.arange(count, dtype=np.int64), size)))
         if len(_layout_parts) >= _LAYOUT_PARTS_MAX:
             _layout_parts.clear()
-        _layout_parts[key] = parts
-    return parts[:5]
+        entry = _layout_parts[key] = (parts, layout)
+    return entry[0]
 
 
 def collate(graphs: list[EncodedGraph] | list[Data]) -> GraphBatch | Any:

@@ -53,12 +53,12 @@ def probabilities(logits: torch.Tensor) -> np.ndarray:
     return torch.sigmoid(logits.float()).cpu().numpy()
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    # A CPU float32 tensor (what a CPU pass gives) converts without a torch operation, each of which
-    # would hand the GIL to another thread and have to win it back.
-    if tensor.dtype == torch.float32 and tensor.device.type == "cpu":
-        return tensor.numpy()
-    return tensor.float().cpu().numpy()
+def _numpy(tensor: torch.Tensor, float32: bool = True) -> np.ndarray:
+    # A CPU tensor of the wanted dtype (what a CPU pass gives) converts without a torch operation,
+    # each of which would hand the GIL to another thread and have to win it back.
+    if float32 and tensor.dtype != torch.float32:
+        tensor = tensor.float()
+    return tensor.numpy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
 
 
 def split_output(output: ModelOutput, num_graphs: int, model_version: str) -> list[GraphOutput]:
@@ -71,9 +71,7 @@ def split_output(output: ModelOutput, num_graphs: int, model_version: str) -> li
     else:
         system_probs = probabilities(output.system_logits)
         component_probs = probabilities(output.component_logits)
-    component_batch = output.component_batch
-    graph_of = component_batch.numpy() if component_batch.device.type == "cpu" else component_batch.cpu().numpy()
-    counts = np.bincount(graph_of, minlength=num_graphs).tolist()
+    counts = np.bincount(_numpy(output.component_batch, float32=False), minlength=num_graphs).tolist()
     results, start = [], 0
     for g, count in enumerate(counts):
         results.append(
@@ -153,9 +151,9 @@ def response_data(
     policy: DiagnosisPolicy,
 ) -> dict[str, Any]:
     """A response as plain data: every field of `PredictionResponse`, in its order, with the types it
-    would hold after validation. Encoded as JSON (orjson with UTC as `Z`) it is byte for byte what
-    `model_dump_json()` of the validated response gives, so the HTTP path can skip that validation
-    pass, the largest share of building a response (tests/test_response_data.py holds it to that)."""
+    would hold after validation, so that a caller encoding it as JSON (orjson, UTC as `Z`) gets byte
+    for byte what `model_dump_json()` of the validated response gives without that validation pass,
+    the largest share of building a response (tests/test_response_data.py holds it to that)."""
     return {
         "equipment_id": equipment_id,
         "health": {

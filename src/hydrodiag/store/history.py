@@ -77,8 +77,7 @@ class _Machine:
     def __init__(self, max_points: int) -> None:
         self.max_points = max_points
         self.points: deque[HealthPoint] = deque(maxlen=max_points)
-        self.versions: deque[str] = deque(maxlen=max_points)
-        self.version_counts: dict[str, int] = {}
+        self.version_counts: dict[str, int] = {}  # points per model version: is a fit's filter needed?
         capacity = min(self.INITIAL_CAPACITY, 2 * max_points)
         self._seconds = np.empty(capacity, dtype=np.float64)
         self._healths = np.empty(capacity, dtype=np.float64)
@@ -94,7 +93,7 @@ class _Machine:
 
     def add(self, point: HealthPoint) -> None:
         if len(self.points) == self.max_points:
-            oldest = self.versions[0]
+            oldest = self.points[0].model_version
             left = self.version_counts[oldest] - 1
             if left:
                 self.version_counts[oldest] = left
@@ -102,7 +101,6 @@ class _Machine:
                 del self.version_counts[oldest]
             self._start += 1
         self.points.append(point)
-        self.versions.append(point.model_version)
         self.version_counts[point.model_version] = self.version_counts.get(point.model_version, 0) + 1
         if self._end == len(self._seconds):
             self._make_room()
@@ -130,7 +128,8 @@ class _Machine:
         healths = self._healths[first : self._end].copy()
         if self.version_counts.get(model_version, 0) == n:
             return seconds, healths
-        same = np.fromiter((v == model_version for v in self.versions), dtype=bool, count=n)[first - self._start :]
+        same = np.fromiter((p.model_version == model_version for p in self.points), dtype=bool,
+                           count=n)[first - self._start :]
         return seconds[same], healths[same]
 
 

@@ -329,9 +329,8 @@ class HistoryDatabase:
         if self._bulk_insert is not None:
             self._bulk_insert(rows)
             return
-        dialect = postgresql if self.backend == "postgresql" else None
-        statement: Any = insert(predictions) if dialect is None else \
-            dialect.insert(predictions).on_conflict_do_nothing(index_elements=["uid"])
+        statement: Any = (postgresql.insert(predictions).on_conflict_do_nothing(index_elements=["uid"])
+                          if self.backend == "postgresql" else insert(predictions))
         with self.engine.begin() as conn:
             conn.execute(statement, rows)
 
