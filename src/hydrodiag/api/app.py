@@ -30,6 +30,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import REQUEST_ID_HEADER, install_error_handlers
+from hydrodiag.api.fast_lane import PredictFastLane
 from hydrodiag.api.metrics import HttpMetrics, MetricsMiddleware
 from hydrodiag.api.metrics import router as metrics_router
 from hydrodiag.api.middleware import RequestContextMiddleware
@@ -258,8 +259,10 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
     app.state.lifecycle = ModelLifecycle(served_engine, settings.resolved_model_dir, peers)
     app.state.metrics = HttpMetrics(served_engine, history, peers)
     install_error_handlers(app)
-    # Middleware: the last added is the outermost. Request context > metrics > CORS > security, so
-    # refusals carry request ids and CORS headers and are counted, and a preflight needs no key.
+    # Middleware: the last added is the outermost. Request context > metrics > CORS > security >
+    # the /predict fast lane, so refusals carry request ids and CORS headers and are counted, a
+    # preflight needs no key, and the fast lane's answers pass every one of them.
+    app.add_middleware(PredictFastLane, state=app.state, exception_handlers=app.exception_handlers)
     app.add_middleware(SecurityMiddleware, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes,
                        rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.cors_origins:

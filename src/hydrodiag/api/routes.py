@@ -29,7 +29,7 @@ from hydrodiag.inference.schemas import (
 from hydrodiag.topology.schema import Topology
 
 
-def _json_content_type(value: str | None) -> bool:
+def is_json_content_type(value: str | None) -> bool:
     """What FastAPI parses as JSON: application/json or application/*+json (parameters ignored)."""
     if not value:
         return False
@@ -71,7 +71,7 @@ class JsonBodyRoute(APIRoute):
         status_code = self.status_code or 200
 
         async def handler(request: Request) -> Response:
-            if not _json_content_type(request.headers.get("content-type")):
+            if not is_json_content_type(request.headers.get("content-type")):
                 return await standard(request)
             try:
                 raw = await request.body()  # cached on the request: the fallback reads it again for free
@@ -98,6 +98,8 @@ class JsonBodyRoute(APIRoute):
 
 
 router = APIRouter(route_class=JsonBodyRoute)
+# Also answered by `api.fast_lane` (the same bytes, without FastAPI's routing); this route documents it.
+PREDICT_PATH = "/predict"
 
 _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid input; `error` names the field (and `requests[i]`)."},
@@ -181,16 +183,20 @@ def public_path(path: str) -> str:
         return candidate.name
 
 
-@router.post("/predict", response_model=PredictionResponse, tags=["prediction"], responses=_PREDICT_ERRORS)
+@router.post(PREDICT_PATH, response_model=PredictionResponse, tags=["prediction"], responses=_PREDICT_ERRORS)
 async def predict(body: PredictionRequest, request: Request) -> Response:
     """Diagnose one machine from one window of sensor readings."""
     return json_response(await engine_of(request).predict_data(body, request_id=request_id_of(request)))
 
 
-def json_response(data: dict[str, Any]) -> Response:
+def response_json(data: dict[str, Any]) -> bytes:
     """The engine's plain response data as JSON, the bytes the response model's `model_dump_json`
     would give (`postprocess.response_data`)."""
-    return Response(orjson.dumps(data, option=orjson.OPT_UTC_Z), media_type="application/json")
+    return orjson.dumps(data, option=orjson.OPT_UTC_Z)
+
+
+def json_response(data: dict[str, Any]) -> Response:
+    return Response(response_json(data), media_type="application/json")
 
 
 @router.post("/predict/batch", response_model=BatchPredictionResponse, tags=["prediction"],
