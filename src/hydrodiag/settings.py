@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(False, description="uvicorn's line per request (always on with LOG_LEVEL=DEBUG).")
+    fastapi_telemetry: bool = Field(False, description="FastAPI's native OpenTelemetry spans, metrics and logs, for a "
+                                    "process with an OpenTelemetry SDK configured; off, requests skip its per-request "
+                                    "provider lookups (Prometheus /metrics is independent of it).")
     gc_freeze: bool = Field(True, description="Exclude what is alive once the model is loaded from the garbage "
                             "collector's passes (gc.freeze): removes ~100 ms p99 stalls under load.")
     gc_gen2_threshold: int = Field(1000, ge=1, le=1_000_000, description="Middle-generation collections between "

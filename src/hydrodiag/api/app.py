@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 
 from hydrodiag import __version__
 from hydrodiag.api.errors import REQUEST_ID_HEADER, install_error_handlers
@@ -61,6 +62,9 @@ PEER_RETRY_S = 1.0
 # WORKERS > 1: how often a worker takes in the predictions the others stored for a machine it serves
 # (one indexed query per machine at most this often), so that trends are fitted on all of them.
 SHARED_HISTORY_REFRESH_S = 1.0
+# FASTAPI_TELEMETRY=false: FastAPI otherwise asks OpenTelemetry for its three providers on every
+# request (~2 % of the event loop's time per prediction), to find them unconfigured.
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 async def _load_model(app: FastAPI, engine: InferenceEngine, settings: Settings) -> None:
@@ -248,7 +252,8 @@ def create_app(settings: Settings | None = None, engine: InferenceEngine | None 
                 complete = await asyncio.to_thread(history.close, clock.remaining(floor=MIN_HISTORY_FLUSH_S))
                 logger.info("history flushed (%s); shutdown complete", "complete" if complete else "INCOMPLETE")
 
-    app = FastAPI(title="hydrodiag", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="hydrodiag", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  telemetry=None if settings.fastapi_telemetry else _NO_TELEMETRY)
     app.state.engine = served_engine
     app.state.settings = settings
     app.state.load_error = None
