@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hydrodiag.malloc import keep_freed_memory
+from hydrodiag.settings import load_settings
+
 MARKER = "BENCH_JSON "
 
 
@@ -179,7 +182,11 @@ def main() -> None:
     parser.add_argument("--warmup-batch", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (make bench measures cpu)")
     parser.add_argument("--compile", action="store_true", help="serve with torch.compile instead of the trace")
+    parser.add_argument("--malloc-keep-mb", type=int, default=None,
+                        help="as the server's MALLOC_KEEP_MB (default: the server's setting; 0 = glibc's defaults)")
     args = parser.parse_args()
+    keep_mb = load_settings().malloc_keep_mb if args.malloc_keep_mb is None else args.malloc_keep_mb
+    keep_freed_memory(keep_mb)  # the allocator as a serving process has it (api/server.py)
     bodies = {}
     for path in args.bodies:
         with path.open() as handle:
@@ -195,6 +202,7 @@ def main() -> None:
         args.compile,
     )
     result["torch"] = torch.__version__
+    result["malloc_keep_mb"] = keep_mb
     print(MARKER + json.dumps(result), flush=True)
 
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     fastapi_telemetry: bool = Field(False, description="FastAPI's native OpenTelemetry spans, metrics and logs, for a "
                                     "process with an OpenTelemetry SDK configured; off, requests skip its per-request "
                                     "provider lookups (Prometheus /metrics is independent of it).")
+    malloc_keep_mb: int = Field(128, ge=0, le=2047, description="glibc only: freed heap memory kept for the next "
+                                "forward pass instead of returned to the kernel and faulted in again, and blocks up to "
+                                "32 MB served from the heap (hydrodiag.malloc); 0 = glibc's own dynamic thresholds.")
     gc_freeze: bool = Field(True, description="Exclude what is alive once the model is loaded from the garbage "
                             "collector's passes (gc.freeze): removes ~100 ms p99 stalls under load.")
     gc_gen2_threshold: int = Field(1000, ge=1, le=1_000_000, description="Middle-generation collections between "

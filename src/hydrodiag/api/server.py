@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
 
+from hydrodiag.malloc import keep_freed_memory
 from hydrodiag.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -76,13 +77,14 @@ def run_server(
 
 
 def apply_process_settings(settings: Settings) -> None:
-    """What a serving process sets before it serves: logging, torch threads, the GIL switch interval
-    and the garbage collector's thresholds (also used by bench/granian_app.py)."""
+    """What a serving process sets before it serves: logging, the allocator's thresholds, torch
+    threads, the GIL switch interval and the garbage collector's (also used by bench/granian_app.py)."""
     import torch
 
     from hydrodiag.api.logconfig import configure_logging
 
     configure_logging(settings.log_level)
+    keep_freed_memory(settings.malloc_keep_mb)
     threads = settings.resolved_torch_threads
     if threads is not None:
         torch.set_num_threads(threads)
