@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hydrodiag.api.routes import PREDICT_PATH, is_json_content_type, response_json
+from hydrodiag.api.security import scope_header
 from hydrodiag.inference.engine import InferenceEngine
 from hydrodiag.inference.schemas import PredictionRequest
 
@@ -71,12 +72,7 @@ class PredictFastLane:
             return False
         if scope.get("root_path"):  # mounted under a prefix: leave path handling to the router
             return False
-        content_type = None
-        for key, value in scope.get("headers", ()):
-            if key == b"content-type":
-                content_type = value.decode("latin-1")
-                break
-        return is_json_content_type(content_type)
+        return is_json_content_type(scope_header(scope, b"content-type"))
 
     async def _answer_error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
         handler = next((self._handlers[kind] for kind in type(exc).__mro__ if kind in self._handlers), None)

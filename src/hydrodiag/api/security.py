@@ -52,7 +52,8 @@ class RateLimiter:
         return wait
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case) in an ASGI scope."""
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return str(value.decode("latin-1"))
@@ -60,10 +61,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def presented_key(scope: Scope) -> str | None:
-    key = _header(scope, API_KEY_HEADER.encode())
+    key = scope_header(scope, API_KEY_HEADER.encode())
     if key:
         return key.strip()
-    auth = _header(scope, b"authorization")
+    auth = scope_header(scope, b"authorization")
     if auth and auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return None
@@ -101,7 +102,7 @@ class SecurityMiddleware:
                 await self._refuse(scope, receive, send, 429, "rate limit exceeded; retry after "
                                    f"{retry_after} s", {"Retry-After": retry_after}, "rate_limited")
                 return
-        length = _header(scope, b"content-length")
+        length = scope_header(scope, b"content-length")
         if length is not None:
             if not length.strip().isdigit():
                 await self._refuse(scope, receive, send, 400, "invalid Content-Length header", {}, "bad_request")
