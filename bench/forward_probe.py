@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -26,22 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.timing import median_ms
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, ServedModel, example_graphs
 from hydrodiag.inference.tracing import TracedModel, _arguments
 from hydrodiag.malloc import keep_freed_memory
 from hydrodiag.settings import DEFAULT_MODEL_PATH, load_settings
-
-
-def _median_ms(call: Callable[[], Any], repeats: int) -> float:
-    for _ in range(10):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
 
 
 def _frozen(served: ServedModel, optimize: bool) -> TracedModel:
@@ -68,7 +57,7 @@ def compare_trace(served: ServedModel, batches: list[int], rounds: int, optimize
             for b in batches:
                 batch = collate(graphs[:b])
                 for arm, call in arms.items():
-                    times[arm][b].append(_median_ms(partial(call, batch), max(20, 400 // b)))
+                    times[arm][b].append(median_ms(partial(call, batch), max(20, 400 // b)))
     return {arm: {b: statistics.median(v) for b, v in by_batch.items()} for arm, by_batch in times.items()}
 
 
@@ -108,7 +97,7 @@ def conv_throughput(served: ServedModel, batch_size: int) -> list[dict[str, Any]
             x = inputs[name]
             out = conv(x)
             flops = 2 * out.numel() * (conv.in_channels // conv.groups) * conv.kernel_size[0]
-            ms = _median_ms(partial(conv, x), 200)
+            ms = median_ms(partial(conv, x), 200)
             rows.append({"layer": name, "input": tuple(x.shape), "mflop": round(flops / 1e6, 1),
                          "ms": round(ms, 3), "gflop_s": round(flops / ms / 1e6, 1)})
     return rows

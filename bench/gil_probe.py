@@ -13,10 +13,8 @@ releases take; the shipped one should wait about once (on return).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bench.timing import median_ms
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, example_graphs
 from hydrodiag.inference.tracing import _arguments, _TensorSignature
@@ -31,15 +30,8 @@ from hydrodiag.settings import DEFAULT_MODEL_PATH
 
 
 def _median_ms(call: Callable[[], Any], repeats: int) -> float:
-    times = []
-    with torch.inference_mode():
-        for _ in range(5):
-            call()
-        for _ in range(repeats):
-            started = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
+    with torch.inference_mode():  # thread-local: entered on the thread that times the call
+        return median_ms(call, repeats, warmup=5)
 
 
 def _beside_busy_thread(call: Callable[[], Any], repeats: int) -> float:

@@ -13,19 +13,17 @@ ONNX Runtime is not a dependency of hydrodiag; install it into the environment f
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from bench.timing import median_ms
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, example_graphs
 from hydrodiag.inference.tracing import MODEL_OUTPUTS, _arguments, _TensorSignature
@@ -35,17 +33,6 @@ INPUTS = ("series", "stats", "node_kind", "node_type", "edge_index", "edge_attr"
 DYNAMIC_AXES = {"series": {0: "nodes"}, "stats": {0: "nodes"}, "node_kind": {0: "nodes"}, "node_type": {0: "nodes"},
                 "edge_index": {1: "edges"}, "edge_attr": {0: "edges"}, "batch": {0: "nodes"},
                 "graph_ids": {0: "graphs"}}
-
-
-def _median_ms(call: Callable[[], Any], repeats: int) -> float:
-    for _ in range(10):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
 
 
 # Run in a fresh process: the exporter (onnxscript, torch.export) must not be counted.
@@ -109,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         feed = {name: tensors[name].numpy() for name in names}
         with torch.inference_mode():
             expected = served(batch)
-            traced_ms = _median_ms(lambda: served(batch), args.repeats)  # noqa: B023
-        onnx_ms = _median_ms(lambda: session.run(None, feed), args.repeats)  # noqa: B023
+            traced_ms = median_ms(lambda: served(batch), args.repeats)  # noqa: B023
+        onnx_ms = median_ms(lambda: session.run(None, feed), args.repeats)  # noqa: B023
         outputs = session.run(None, feed)[:MODEL_OUTPUTS]
         difference = max(float(np.abs(outputs[0] - expected.component_health.numpy()).max()),
                          float(np.abs(outputs[3] - expected.system_logits.numpy()).max()))
