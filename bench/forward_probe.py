@@ -28,7 +28,7 @@ from torch import nn
 from bench.timing import median_ms
 from hydrodiag.inference.collate import collate
 from hydrodiag.inference.manager import ModelManager, ServedModel, example_graphs
-from hydrodiag.inference.tracing import TracedModel, _arguments
+from hydrodiag.inference.tracing import TracedModel
 from hydrodiag.malloc import keep_freed_memory
 from hydrodiag.settings import DEFAULT_MODEL_PATH, load_settings
 
@@ -41,10 +41,6 @@ def _frozen(served: ServedModel, optimize: bool) -> TracedModel:
     if optimize:
         module = torch.jit.optimize_for_inference(module)
     return TracedModel(module)
-
-
-def _eager(served: ServedModel, batch: Any) -> Any:
-    return served.module(*_arguments(batch)[:-1], int(batch.num_graphs))
 
 
 def compare_trace(served: ServedModel, batches: list[int], rounds: int, optimize: bool) -> dict[str, Any]:
@@ -65,10 +61,10 @@ def profile_ops(served: ServedModel, batch_size: int, passes: int) -> dict[str, 
     batch = collate(example_graphs(served.checkpoint, batch_size))
     with torch.inference_mode():
         for _ in range(10):
-            _eager(served, batch)
+            served.module.forward_batch(batch)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(passes):
-                _eager(served, batch)
+                served.module.forward_batch(batch)
     calls: Counter[str] = Counter()
     self_us: Counter[str] = Counter()
     for event in prof.key_averages():
@@ -89,7 +85,7 @@ def conv_throughput(served: ServedModel, batch_size: int) -> list[dict[str, Any]
              for name, m in convs.items()]
     batch = collate(example_graphs(served.checkpoint, batch_size))
     with torch.inference_mode():
-        _eager(served, batch)
+        served.module.forward_batch(batch)
         for hook in hooks:
             hook.remove()
         rows = []
