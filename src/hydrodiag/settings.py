@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         0, ge=0, description="Intra-op threads for the forward pass; 0 = automatic (see resolved_torch_threads)."
     )
     gil_switch_interval_ms: float = Field(
-        1.0, gt=0.0, le=100.0, description="sys.setswitchinterval for the server: how long the event loop may keep "
+        0.05, gt=0.0, le=100.0, description="sys.setswitchinterval for the server: how long the event loop may keep "
         "the GIL from the forward thread that waits for it at the start and end of every pass (Python's default 5).")
 
     # Batching
