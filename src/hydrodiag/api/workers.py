@@ -36,7 +36,8 @@ import hydrodiag.api.app  # noqa: F401
 from hydrodiag.api.server import EXIT_CONFIG_ERROR, exit_cleanly_after_signals, serve
 from hydrodiag.inference.peers import WorkerGroup
 from hydrodiag.settings import Settings
-from hydrodiag.store.sql import create_db_engine, migrate
+from hydrodiag.store.schema import migrate
+from hydrodiag.store.sql import create_db_engine
 
 logger = logging.getLogger(__name__)
 

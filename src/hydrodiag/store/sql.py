@@ -1,7 +1,7 @@
 """The history database: predictions, registered topologies and equipment bindings (SQLAlchemy 2).
 
 SQLite file by default, PostgreSQL (psycopg 3) when DATABASE_URL says so. The schema is migrated
-with Alembic at start (`open`). Prediction rows go through a `BufferedWriter`, so the request path
+with Alembic at start (`open`, `store.schema`). Prediction rows go through a `BufferedWriter`, so the request path
 never waits for the database; the degradation trend reads the recent points of a machine from an
 in-memory read-through cache, seeded from the database the first time this process sees the
 machine, so the trend survives a restart. Every SQLAlchemy failure leaves this module as
@@ -15,13 +15,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import orjson
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, insert, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
@@ -32,6 +29,7 @@ from hydrodiag.ids import unique_ids
 from hydrodiag.os_threads import name_os_thread
 from hydrodiag.store.bulk_insert import BulkInsert
 from hydrodiag.store.history import HealthPoint, InMemoryHistoryStore
+from hydrodiag.store.schema import migrate
 from hydrodiag.store.tables import equipment, predictions, topologies
 from hydrodiag.store.writer import BufferedWriter, Row
 
@@ -118,15 +116,6 @@ def create_db_engine(url: str) -> Engine:
     # pre_ping replaces connections that died with a database restart instead of failing a query.
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=5,
                          connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, **_JSON_CODEC)
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("hydrodiag.store") / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
 
 
 class HistoryDatabase:

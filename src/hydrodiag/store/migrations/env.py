@@ -1,4 +1,4 @@
-"""Alembic environment. hydrodiag runs migrations itself (`store.sql.migrate`) and hands over an open
+"""Alembic environment. hydrodiag runs migrations itself (`store.schema.migrate`) and hands over an open
 connection; the URL branch serves `alembic -x url=... upgrade head` run by an operator."""
 
 from __future__ import annotations
