@@ -138,11 +138,13 @@ class Server:
     def memory(self) -> dict[str, float]:
         """RSS in MiB of the server process and of its whole process tree, and the tree's PSS: forked
         workers share pages (torch's libraries, what the parent imported), which RSS counts once per
-        process and PSS divides among them."""
+        process and PSS divides among them. The tree's file-backed part (psutil's `shared`: mapped
+        library pages) is kept apart: it is the part that moves with the host's page cache."""
         try:
             main = psutil.Process(self.pid)
             procs = [main, *main.children(recursive=True)]
-            rss = [p.memory_info().rss for p in procs]
+            info = [p.memory_info() for p in procs]
+            rss = [m.rss for m in info]
             pss = [getattr(p.memory_full_info(), "pss", 0) for p in procs]
         except psutil.Error:
             return {}
@@ -150,6 +152,7 @@ class Server:
             "rss_mb": round(rss[0] / 2**20, 1),
             "tree_rss_mb": round(sum(rss) / 2**20, 1),
             "tree_pss_mb": round(sum(pss) / 2**20, 1),
+            "tree_rss_file_mb": round(sum(getattr(m, "shared", 0) for m in info) / 2**20, 1),
             "processes": len(procs),
         }
 
